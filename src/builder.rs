@@ -1,0 +1,338 @@
+//! Configuration: one builder, validated once in `build`.
+
+use crate::batcher::{Batcher, Shared};
+use crate::err::{duration_to_nanos, BuildError};
+use crate::flusher::{Engine, Flusher};
+use crate::processor::{BatchInfo, BatchProcessor, ErrorHook, Failure};
+use crate::storage::{ArrayStorage, Storage};
+use crate::sync::{self, Arc};
+use std::fmt;
+use std::marker::PhantomData;
+use std::time::Duration;
+
+/// The most shards a batcher may have.
+pub const MAX_SHARDS: usize = 1024;
+/// The largest per-shard capacity.
+pub const MAX_CAPACITY: usize = 1 << 30;
+
+/// What `submit` does when the thread's shard is full.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Backpressure {
+    /// Wait until there is room (spin briefly, then park). The default.
+    #[default]
+    Block,
+    /// Wait at most this long, then hand the item back as `Timeout`.
+    BlockTimeout(Duration),
+    /// Hand the item back at once as `Full`.
+    Reject,
+}
+
+/// How the flusher waits for work.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WaitStrategy {
+    /// Never sleep: poll continuously. Lowest latency, one core always busy.
+    BusySpin,
+    /// Poll for `spin`, then park until a producer wakes it or a deadline
+    /// passes. The default, with a 50 µs spin.
+    SpinThenPark {
+        /// How long to poll before parking.
+        spin: Duration,
+    },
+    /// Park as soon as there is nothing to do.
+    Park,
+}
+
+impl Default for WaitStrategy {
+    fn default() -> Self {
+        WaitStrategy::SpinThenPark {
+            spin: Duration::from_micros(50),
+        }
+    }
+}
+
+/// Validated configuration, shared by the producers and the flusher.
+#[derive(Debug, Clone)]
+pub(crate) struct Config {
+    pub(crate) max_batch_size: usize,
+    pub(crate) max_delay_ns: u64,
+    pub(crate) capacity: u64,
+    /// A blocked producer resumes once its shard has this much room
+    /// (hysteresis: not at the first free slot).
+    pub(crate) resume_room: u64,
+    pub(crate) backpressure: Backpressure,
+    pub(crate) wait: WaitStrategy,
+}
+
+/// Builds a [`Batcher`].
+///
+/// Setters only record; [`build`](Builder::build) validates everything once
+/// and names the first bad value in a [`BuildError`].
+///
+/// | setting | default |
+/// |---|---|
+/// | `max_batch_size` | 512 |
+/// | `max_delay` | 1 ms, from the oldest pending item |
+/// | `shards` | available parallelism |
+/// | `capacity` (per shard) | 2 × `max_batch_size` |
+/// | `backpressure` | [`Backpressure::Block`] |
+/// | `wait_strategy` | [`WaitStrategy::SpinThenPark`] with a 50 µs spin |
+/// | `thread_name` | `"microbatch-flusher"` |
+/// | `storage` | [`ArrayStorage`] (`crossbeam_queue::ArrayQueue`) |
+///
+/// # Examples
+///
+/// ```
+/// use microbatch::{Backpressure, Batcher, BatchInfo};
+/// use std::time::Duration;
+///
+/// let batcher = Batcher::builder()
+///     .max_batch_size(64)
+///     .max_delay(Duration::from_millis(2))
+///     .shards(4)
+///     .capacity(256)
+///     .backpressure(Backpressure::Reject)
+///     .build(|batch: &mut Vec<String>, info: &BatchInfo| {
+///         assert_eq!(batch.len(), info.len);
+///     })
+///     .expect("valid configuration");
+/// batcher.submit("hello".to_string()).unwrap();
+/// batcher.shutdown();
+/// ```
+pub struct Builder<T, S = ArrayStorage<T>> {
+    max_batch_size: usize,
+    max_delay: Duration,
+    shards: Option<usize>,
+    capacity: Option<usize>,
+    backpressure: Backpressure,
+    wait: WaitStrategy,
+    thread_name: String,
+    make_storage: Box<dyn Fn(usize) -> S>,
+    on_error: Option<ErrorHook>,
+    _items: PhantomData<fn(T)>,
+}
+
+impl<T, S> fmt::Debug for Builder<T, S> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Builder")
+            .field("max_batch_size", &self.max_batch_size)
+            .field("max_delay", &self.max_delay)
+            .field("shards", &self.shards)
+            .field("capacity", &self.capacity)
+            .field("backpressure", &self.backpressure)
+            .field("wait_strategy", &self.wait)
+            .field("thread_name", &self.thread_name)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<T: Send + 'static> Default for Builder<T> {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl<T: Send + 'static> Builder<T> {
+    /// A builder with the defaults of the table above.
+    pub fn new() -> Self {
+        Builder {
+            max_batch_size: 512,
+            max_delay: Duration::from_millis(1),
+            shards: None,
+            capacity: None,
+            backpressure: Backpressure::Block,
+            wait: WaitStrategy::default(),
+            thread_name: "microbatch-flusher".to_owned(),
+            make_storage: Box::new(ArrayStorage::new),
+            on_error: None,
+            _items: PhantomData,
+        }
+    }
+}
+
+impl<T: Send + 'static, S: Storage<T> + 'static> Builder<T, S> {
+    /// The size trigger: a batch is dispatched as soon as this many items are
+    /// pending, and no batch is larger. Default 512; must be at least 1.
+    pub fn max_batch_size(mut self, n: usize) -> Self {
+        self.max_batch_size = n;
+        self
+    }
+
+    /// The time trigger: no item waits longer than this for its batch
+    /// (measured from the oldest pending item, with no further arrivals
+    /// needed). Default 1 ms. `Duration::ZERO` dispatches whatever is pending
+    /// as soon as the flusher sees it; `Duration::MAX` turns the time trigger
+    /// off.
+    pub fn max_delay(mut self, d: Duration) -> Self {
+        self.max_delay = d;
+        self
+    }
+
+    /// How many shards (queues). Default: the available parallelism. Each
+    /// producer thread keeps one shard; more shards than producer threads
+    /// cost only memory.
+    pub fn shards(mut self, n: usize) -> Self {
+        self.shards = Some(n);
+        self
+    }
+
+    /// Items each shard holds. Default 2 × `max_batch_size`; must be at least
+    /// `max_batch_size`. Memory is bounded by `shards × capacity` items plus
+    /// one batch.
+    pub fn capacity(mut self, n: usize) -> Self {
+        self.capacity = Some(n);
+        self
+    }
+
+    /// What `submit` does on a full shard. Default [`Backpressure::Block`].
+    pub fn backpressure(mut self, b: Backpressure) -> Self {
+        self.backpressure = b;
+        self
+    }
+
+    /// How the flusher waits for work. Default spin 50 µs, then park.
+    pub fn wait_strategy(mut self, w: WaitStrategy) -> Self {
+        self.wait = w;
+        self
+    }
+
+    /// The spawned flusher thread's name. Default `"microbatch-flusher"`.
+    pub fn thread_name(mut self, name: impl Into<String>) -> Self {
+        self.thread_name = name.into();
+        self
+    }
+
+    /// Called on the flusher thread for every batch whose processor returned
+    /// an error or panicked. (Panics are also printed by the process's panic
+    /// hook as usual.)
+    pub fn on_error(mut self, hook: impl FnMut(Failure, &BatchInfo) + Send + 'static) -> Self {
+        self.on_error = Some(Box::new(hook));
+        self
+    }
+
+    /// A storage of your own for each shard: `make(capacity)` is called once
+    /// per shard and must return a storage of exactly that capacity.
+    pub fn storage<S2, F>(self, make: F) -> Builder<T, S2>
+    where
+        S2: Storage<T> + 'static,
+        F: Fn(usize) -> S2 + 'static,
+    {
+        Builder {
+            max_batch_size: self.max_batch_size,
+            max_delay: self.max_delay,
+            shards: self.shards,
+            capacity: self.capacity,
+            backpressure: self.backpressure,
+            wait: self.wait,
+            thread_name: self.thread_name,
+            make_storage: Box::new(make),
+            on_error: self.on_error,
+            _items: PhantomData,
+        }
+    }
+
+    /// Validates the configuration, spawns the flusher thread and returns the
+    /// running batcher (the Go original's `NewRunning`).
+    ///
+    /// # Errors
+    ///
+    /// A [`BuildError`] naming the first invalid value, or the spawn failure.
+    pub fn build<P: BatchProcessor<T>>(self, processor: P) -> Result<Batcher<T, S>, BuildError> {
+        let name = self.thread_name.clone();
+        let (shared, engine) = self.prepare(Box::new(processor))?;
+        let handle = sync::thread::Builder::new()
+            .name(name)
+            .spawn(move || engine.run())
+            .map_err(BuildError::Spawn)?;
+        Ok(Batcher::new(shared, Some(handle)))
+    }
+
+    /// Validates the configuration and returns the batcher with its
+    /// [`Flusher`], to run on a thread of your own (the Go original's
+    /// `New` + `Start(ctx)`): a pinned core, say. Items submitted before
+    /// [`Flusher::run`] starts wait in the shards.
+    ///
+    /// # Errors
+    ///
+    /// A [`BuildError`] naming the first invalid value.
+    pub fn build_with_flusher<P: BatchProcessor<T>>(
+        self,
+        processor: P,
+    ) -> Result<(Batcher<T, S>, Flusher<T, S>), BuildError> {
+        let (shared, engine) = self.prepare(Box::new(processor))?;
+        Ok((Batcher::new(shared, None), Flusher::new(engine)))
+    }
+
+    fn validate(&self) -> Result<(usize, usize, Config), BuildError> {
+        let b = self.max_batch_size;
+        if b == 0 {
+            return Err(BuildError::ZeroBatchSize);
+        }
+        let shards = self.shards.unwrap_or_else(sync::available_parallelism);
+        if shards == 0 {
+            return Err(BuildError::ZeroShards);
+        }
+        if shards > MAX_SHARDS {
+            return Err(BuildError::TooManyShards { shards });
+        }
+        let capacity = match self.capacity {
+            Some(0) => return Err(BuildError::ZeroCapacity),
+            Some(c) => c,
+            None => b.saturating_mul(2),
+        };
+        if capacity > MAX_CAPACITY {
+            return Err(BuildError::CapacityTooLarge { capacity });
+        }
+        if capacity < b {
+            return Err(BuildError::CapacityBelowBatchSize {
+                capacity,
+                max_batch_size: b,
+            });
+        }
+        let item_size = std::mem::size_of::<T>().max(1);
+        // Each slot of an ArrayQueue also holds a usize stamp.
+        let slot = item_size + std::mem::size_of::<usize>();
+        let total = shards
+            .checked_mul(capacity)
+            .and_then(|n| n.checked_mul(slot))
+            .and_then(|n| n.checked_add(b.checked_mul(item_size)?));
+        if total.map_or(true, |t| t > isize::MAX as usize) {
+            return Err(BuildError::MemoryOverflow {
+                shards,
+                capacity,
+                item_size,
+            });
+        }
+        let cap = capacity as u64;
+        let resume_room = (cap / 2).min(cap - b as u64 + 1).max(1);
+        let cfg = Config {
+            max_batch_size: b,
+            max_delay_ns: duration_to_nanos(self.max_delay),
+            capacity: cap,
+            resume_room,
+            backpressure: self.backpressure,
+            wait: self.wait,
+        };
+        Ok((shards, capacity, cfg))
+    }
+
+    fn prepare(
+        self,
+        processor: Box<dyn BatchProcessor<T>>,
+    ) -> Result<(Arc<Shared<T, S>>, Engine<T, S>), BuildError> {
+        let (shards, capacity, cfg) = self.validate()?;
+        let mut storages = Vec::with_capacity(shards);
+        for _ in 0..shards {
+            let s = (self.make_storage)(capacity);
+            if s.capacity() != capacity {
+                return Err(BuildError::StorageCapacity {
+                    asked: capacity,
+                    got: s.capacity(),
+                });
+            }
+            storages.push(s);
+        }
+        let shared = Arc::new(Shared::new(storages, cfg));
+        let engine = Engine::new(Arc::clone(&shared), processor, self.on_error);
+        Ok((shared, engine))
+    }
+}

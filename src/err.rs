@@ -1,0 +1,240 @@
+//! Every error the crate returns. Errors that refuse an item hand it back.
+
+use std::error::Error;
+use std::fmt;
+use std::time::Duration;
+
+macro_rules! item_error {
+    (
+        $(#[$meta:meta])*
+        $name:ident { $( $(#[$vmeta:meta])* $variant:ident => $msg:literal, $is:ident; )+ }
+    ) => {
+        $(#[$meta])*
+        #[derive(PartialEq, Eq, Clone, Copy)]
+        pub enum $name<T> {
+            $( $(#[$vmeta])* $variant(T), )+
+        }
+
+        impl<T> $name<T> {
+            /// Returns the refused item.
+            pub fn into_inner(self) -> T {
+                match self { $( $name::$variant(item) => item, )+ }
+            }
+            $(
+                #[doc = concat!("Is this the `", stringify!($variant), "` case?")]
+                pub fn $is(&self) -> bool {
+                    matches!(self, $name::$variant(_))
+                }
+            )+
+        }
+
+        impl<T> fmt::Debug for $name<T> {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                match self { $( $name::$variant(_) => f.write_str(concat!(stringify!($name), "::", stringify!($variant), "(..)")), )+ }
+            }
+        }
+
+        impl<T> fmt::Display for $name<T> {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                match self { $( $name::$variant(_) => f.write_str($msg), )+ }
+            }
+        }
+
+        impl<T> Error for $name<T> {}
+    };
+}
+
+item_error! {
+    /// Why [`Batcher::try_submit`](crate::Batcher::try_submit) refused an item.
+    TrySubmitError {
+        /// The thread's shard was full.
+        Full => "submitting on a full shard", is_full;
+        /// The batcher was closed.
+        Closed => "submitting on a closed batcher", is_closed;
+    }
+}
+
+item_error! {
+    /// Why [`Batcher::submit_timeout`](crate::Batcher::submit_timeout) refused an item.
+    SubmitTimeoutError {
+        /// No room appeared before the timeout (or the caller is the batcher's
+        /// own processor, which must not wait for itself).
+        Timeout => "timed out waiting for room", is_timeout;
+        /// The batcher was closed.
+        Closed => "submitting on a closed batcher", is_closed;
+    }
+}
+
+item_error! {
+    /// Why [`Batcher::submit`](crate::Batcher::submit) refused an item under the
+    /// configured [`Backpressure`](crate::Backpressure) policy.
+    SubmitError {
+        /// The shard was full and the policy is `Reject` (or the caller is the
+        /// batcher's own processor, which must not wait for itself).
+        Full => "submitting on a full shard", is_full;
+        /// The policy is `BlockTimeout` and no room appeared in time.
+        Timeout => "timed out waiting for room", is_timeout;
+        /// The batcher was closed.
+        Closed => "submitting on a closed batcher", is_closed;
+    }
+}
+
+impl<T> From<TrySubmitError<T>> for SubmitError<T> {
+    fn from(e: TrySubmitError<T>) -> Self {
+        match e {
+            TrySubmitError::Full(t) => SubmitError::Full(t),
+            TrySubmitError::Closed(t) => SubmitError::Closed(t),
+        }
+    }
+}
+
+impl<T> From<SubmitTimeoutError<T>> for SubmitError<T> {
+    fn from(e: SubmitTimeoutError<T>) -> Self {
+        match e {
+            SubmitTimeoutError::Timeout(t) => SubmitError::Timeout(t),
+            SubmitTimeoutError::Closed(t) => SubmitError::Closed(t),
+        }
+    }
+}
+
+/// Why a many-item submit stopped early. The items not accepted are left in
+/// the caller's `Vec`, in order.
+#[derive(Debug, PartialEq, Eq, Clone, Copy)]
+pub enum SubmitManyError {
+    /// The shard was full (policy `Reject`, `try_submit_many`, or a call from
+    /// the batcher's own processor).
+    Full,
+    /// No room appeared before the timeout.
+    Timeout,
+    /// The batcher was closed.
+    Closed,
+}
+
+impl fmt::Display for SubmitManyError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            SubmitManyError::Full => "submitting on a full shard",
+            SubmitManyError::Timeout => "timed out waiting for room",
+            SubmitManyError::Closed => "submitting on a closed batcher",
+        })
+    }
+}
+
+impl Error for SubmitManyError {}
+
+/// Why [`Batcher::flush`](crate::Batcher::flush) did not complete.
+#[derive(Debug, PartialEq, Eq, Clone, Copy)]
+pub enum FlushError {
+    /// The timeout of `flush_timeout` passed first. The flush request stays
+    /// in force: the flusher still processes those items promptly.
+    Timeout,
+    /// The batcher was already closed when `flush` was called (its shutdown
+    /// drains everything anyway), or its flusher has stopped.
+    Closed,
+    /// `flush` was called from the batcher's own processor (on the flusher
+    /// thread), which would wait for itself forever.
+    Reentrant,
+}
+
+impl fmt::Display for FlushError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            FlushError::Timeout => "timed out waiting for the flush",
+            FlushError::Closed => "flushing a closed batcher",
+            FlushError::Reentrant => "flushing from the batcher's own processor would deadlock",
+        })
+    }
+}
+
+impl Error for FlushError {}
+
+/// An invalid configuration, named by [`Builder::build`](crate::Builder::build).
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum BuildError {
+    /// `max_batch_size` was 0.
+    ZeroBatchSize,
+    /// `shards` was 0.
+    ZeroShards,
+    /// `capacity` was 0.
+    ZeroCapacity,
+    /// A shard could never hold one full batch, so the size trigger could
+    /// never fire for a single producer.
+    CapacityBelowBatchSize {
+        /// The per-shard capacity asked for.
+        capacity: usize,
+        /// The batch size asked for.
+        max_batch_size: usize,
+    },
+    /// More shards than [`MAX_SHARDS`](crate::MAX_SHARDS).
+    TooManyShards {
+        /// The shard count asked for.
+        shards: usize,
+    },
+    /// A per-shard capacity above [`MAX_CAPACITY`](crate::MAX_CAPACITY).
+    CapacityTooLarge {
+        /// The per-shard capacity asked for.
+        capacity: usize,
+    },
+    /// The queues would need more memory than the address space holds.
+    MemoryOverflow {
+        /// Shards asked for.
+        shards: usize,
+        /// Per-shard capacity asked for.
+        capacity: usize,
+        /// Size of one item in bytes.
+        item_size: usize,
+    },
+    /// A storage factory returned a storage whose capacity is not the one
+    /// asked for.
+    StorageCapacity {
+        /// The capacity asked for.
+        asked: usize,
+        /// The capacity the storage reports.
+        got: usize,
+    },
+    /// The flusher thread could not be spawned.
+    Spawn(std::io::Error),
+}
+
+impl fmt::Display for BuildError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            BuildError::ZeroBatchSize => f.write_str("max_batch_size must be at least 1"),
+            BuildError::ZeroShards => f.write_str("shards must be at least 1"),
+            BuildError::ZeroCapacity => f.write_str("capacity must be at least 1"),
+            BuildError::CapacityBelowBatchSize { capacity, max_batch_size } => write!(
+                f,
+                "capacity {capacity} is below max_batch_size {max_batch_size}: a shard could never hold a full batch"
+            ),
+            BuildError::TooManyShards { shards } => {
+                write!(f, "shards {shards} is above the maximum {}", crate::MAX_SHARDS)
+            }
+            BuildError::CapacityTooLarge { capacity } => {
+                write!(f, "capacity {capacity} is above the maximum {}", crate::MAX_CAPACITY)
+            }
+            BuildError::MemoryOverflow { shards, capacity, item_size } => write!(
+                f,
+                "{shards} shards x capacity {capacity} x {item_size}-byte items overflows the address space"
+            ),
+            BuildError::StorageCapacity { asked, got } => {
+                write!(f, "storage factory asked for capacity {asked} returned capacity {got}")
+            }
+            BuildError::Spawn(e) => write!(f, "spawning the flusher thread failed: {e}"),
+        }
+    }
+}
+
+impl Error for BuildError {
+    fn source(&self) -> Option<&(dyn Error + 'static)> {
+        match self {
+            BuildError::Spawn(e) => Some(e),
+            _ => None,
+        }
+    }
+}
+
+/// The timeout a deadline-bearing call was given, as clock nanoseconds.
+pub(crate) fn duration_to_nanos(d: Duration) -> u64 {
+    u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
+}

@@ -1,0 +1,504 @@
+//! The flusher: one thread that waits for a trigger, drains the shards into a
+//! reused buffer and hands it to the processor.
+
+use crate::batcher::{Shared, CLOSED, DONE, FLUSH_REQ, RUNNING, SLEEPING};
+use crate::builder::WaitStrategy;
+use crate::metrics::Metrics;
+use crate::processor::{panic_message, BatchInfo, BatchProcessor, ErrorHook, Failure, Trigger};
+use crate::storage::{ArrayStorage, Storage};
+use crate::sync::{self, fence, thread, Arc, Backoff, Ordering};
+use std::fmt;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::time::Duration;
+
+/// The flusher's loop and everything only it touches.
+pub(crate) struct Engine<T, S: Storage<T>> {
+    shared: Arc<Shared<T, S>>,
+    processor: Box<dyn BatchProcessor<T>>,
+    on_error: Option<ErrorHook>,
+    /// The batch buffer, reused: allocated once with `max_batch_size`.
+    buf: Vec<T>,
+    /// Per shard: items popped (the flusher's own copy).
+    popped: Vec<u64>,
+    /// Per shard: accepted counts read at the top of the current iteration.
+    counts: Vec<u64>,
+    /// Per shard: counts when thresholds were last set (arrival weights).
+    seen: Vec<u64>,
+    /// Per shard: the wake thresholds last published.
+    wake_at: Vec<u64>,
+    /// Per shard: what an active flush (or the shutdown) must reach.
+    targets: Vec<u64>,
+    flush_active: bool,
+    /// A lower bound on the arrival time of the oldest pending item.
+    oldest: Option<u64>,
+    /// When the flusher last saw nothing pending.
+    empty_at: u64,
+    /// When the current spin phase began.
+    spin_since: Option<u64>,
+    next_start: usize,
+    seq: u64,
+    processed: u64,
+    batches: [u64; 4],
+    errors: u64,
+    panics: u64,
+}
+
+fn trigger_index(t: Trigger) -> usize {
+    match t {
+        Trigger::Size => 0,
+        Trigger::Time => 1,
+        Trigger::Flush => 2,
+        Trigger::Shutdown => 3,
+    }
+}
+
+impl<T: Send + 'static, S: Storage<T>> Engine<T, S> {
+    pub(crate) fn new(
+        shared: Arc<Shared<T, S>>,
+        processor: Box<dyn BatchProcessor<T>>,
+        on_error: Option<ErrorHook>,
+    ) -> Self {
+        let n = shared.shards.len();
+        let b = shared.cfg.max_batch_size;
+        Engine {
+            shared,
+            processor,
+            on_error,
+            buf: Vec::with_capacity(b),
+            popped: vec![0; n],
+            counts: vec![0; n],
+            seen: vec![0; n],
+            wake_at: vec![0; n],
+            targets: vec![0; n],
+            flush_active: false,
+            oldest: None,
+            empty_at: 0,
+            spin_since: None,
+            next_start: 0,
+            seq: 0,
+            processed: 0,
+            batches: [0; 4],
+            errors: 0,
+            panics: 0,
+        }
+    }
+
+    pub(crate) fn shared(&self) -> &Arc<Shared<T, S>> {
+        &self.shared
+    }
+
+    /// Runs until the batcher is closed and drained.
+    pub(crate) fn run(mut self) {
+        let shared = Arc::clone(&self.shared);
+        *shared.wake.thread.lock().unwrap_or_else(|e| e.into_inner()) = Some(thread::current());
+        shared.status.store(RUNNING, Ordering::SeqCst);
+        shared.mark_flusher_thread(true);
+        // Whatever happens below, waiters must not hang: on the way out (even
+        // by unwinding, which would be a bug of ours) mark the flusher done.
+        let _exit = ExitGuard(&*shared);
+        self.empty_at = shared.clock.now();
+        self.run_loop();
+    }
+
+    fn run_loop(&mut self) {
+        let shared = Arc::clone(&self.shared);
+        let max_batch = shared.cfg.max_batch_size as u64;
+        let backoff = Backoff::new();
+        loop {
+            let st = shared.state.load(Ordering::SeqCst);
+            if st & FLUSH_REQ != 0 {
+                self.take_flush_request();
+            }
+            let pending = self.read_counts();
+            if st & CLOSED != 0 {
+                self.finish();
+                return;
+            }
+            if self.flush_active {
+                if self.reached_targets() {
+                    self.flush_active = false;
+                    continue;
+                }
+                if self.dispatch(Trigger::Flush) {
+                    backoff.reset();
+                } else {
+                    // Only reservations still being pushed: they land in
+                    // nanoseconds.
+                    backoff.snooze();
+                }
+                continue;
+            }
+            if pending >= max_batch {
+                if !self.dispatch(Trigger::Size) {
+                    backoff.snooze();
+                }
+                continue;
+            }
+            if pending > 0 {
+                let now = shared.clock.now();
+                let oldest = self.oldest_bound();
+                let deadline = oldest.saturating_add(shared.cfg.max_delay_ns);
+                if now >= deadline {
+                    if !self.dispatch(Trigger::Time) {
+                        backoff.snooze();
+                    }
+                    continue;
+                }
+                self.wait(Some(deadline).filter(|&d| d != u64::MAX), pending, now);
+            } else {
+                self.oldest = None;
+                let now = shared.clock.now();
+                self.empty_at = now;
+                self.wait(None, 0, now);
+            }
+        }
+    }
+
+    /// The arrival bound of the oldest pending item, fixed when pending items
+    /// are first seen: after the last time nothing was pending, and (after an
+    /// idle park) when the producer that woke us saw the flusher asleep.
+    fn oldest_bound(&mut self) -> u64 {
+        if let Some(t) = self.oldest {
+            return t;
+        }
+        // Acquire: pairs with the Release store in `Shared::wake_flusher`.
+        let stamp = self.shared.wake.stamp.load(Ordering::Acquire);
+        let t = self.empty_at.max(stamp);
+        self.oldest = Some(t);
+        t
+    }
+
+    fn take_flush_request(&mut self) {
+        let shared = &*self.shared;
+        // Clear the bit before reading the targets: a request that sets it
+        // again after this is seen on the next iteration.
+        shared.state.fetch_and(!FLUSH_REQ, Ordering::SeqCst);
+        let targets = shared.flush_targets.lock().unwrap_or_else(|e| e.into_inner());
+        for (mine, &t) in self.targets.iter_mut().zip(targets.iter()) {
+            *mine = (*mine).max(t);
+        }
+        self.flush_active = true;
+    }
+
+    /// Reads every shard's accepted count; returns the total pending.
+    fn read_counts(&mut self) -> u64 {
+        let mut pending = 0;
+        for (i, shard) in self.shared.shards.iter().enumerate() {
+            // SeqCst: pairs with the reservation CAS (see `park`).
+            let c = shard.prod.word.load(Ordering::SeqCst) >> 1;
+            self.counts[i] = c;
+            pending += c.saturating_sub(self.popped[i]);
+        }
+        pending
+    }
+
+    fn reached_targets(&self) -> bool {
+        self.popped.iter().zip(&self.targets).all(|(p, t)| p >= t)
+    }
+
+    /// Drains up to one batch and processes it. `false` if nothing was
+    /// there (only reservations whose push is still in flight).
+    fn dispatch(&mut self, trigger: Trigger) -> bool {
+        let shared = &*self.shared;
+        let b = shared.cfg.max_batch_size;
+        let n = shared.shards.len();
+        let start = shared.clock.now();
+        let mut exhausted = true;
+        let mut i = self.next_start;
+        for _ in 0..n {
+            let shard = &shared.shards[i];
+            let before = self.buf.len();
+            while self.buf.len() < b {
+                match shard.storage.pop() {
+                    Some(item) => self.buf.push(item),
+                    None => break,
+                }
+            }
+            let got = (self.buf.len() - before) as u64;
+            if got > 0 {
+                self.popped[i] += got;
+                // SeqCst store: pairs with the Acquire in `try_reserve` (the
+                // freed room) and is the progress `Signal::notify` publishes.
+                shard.cons.popped.store(self.popped[i], Ordering::SeqCst);
+            }
+            if self.buf.len() >= b {
+                exhausted = false;
+                break;
+            }
+            i = (i + 1) % n;
+        }
+        self.next_start = (self.next_start + 1) % n;
+        if self.buf.is_empty() {
+            return false;
+        }
+        self.spin_since = None;
+        // Room appeared: wake producers blocked on a full shard.
+        shared.signal.notify();
+
+        let len = self.buf.len();
+        let queue_depth = self
+            .counts
+            .iter()
+            .zip(&self.popped)
+            .map(|(c, p)| c.saturating_sub(*p))
+            .sum();
+        let info = BatchInfo {
+            trigger,
+            len,
+            queue_depth,
+            oldest_age: Duration::from_nanos(start.saturating_sub(self.oldest.unwrap_or(start))),
+            seq: self.seq,
+        };
+        self.seq += 1;
+        let processor = &mut self.processor;
+        let buf = &mut self.buf;
+        let outcome = catch_unwind(AssertUnwindSafe(|| {
+            let r = processor.process(buf, &info);
+            buf.clear();
+            r
+        }));
+        let failure = match outcome {
+            Ok(Ok(())) => None,
+            Ok(Err(e)) => {
+                self.errors += 1;
+                Some(Failure::Error(e))
+            }
+            Err(payload) => {
+                self.panics += 1;
+                // Whatever the processor left is dropped here (the items were
+                // handed over); a panicking drop must not take us down.
+                let buf = &mut self.buf;
+                let _ = catch_unwind(AssertUnwindSafe(|| buf.clear()));
+                self.buf.clear();
+                Some(Failure::Panic(panic_message(&*payload)))
+            }
+        };
+        if let Some(f) = failure {
+            #[cfg(feature = "log")]
+            log::debug!("microbatch: batch {} failed: {f}", info.seq);
+            if let Some(hook) = self.on_error.as_mut() {
+                let _ = catch_unwind(AssertUnwindSafe(|| hook(f, &info)));
+            }
+        }
+        if self.buf.capacity() < b {
+            // The processor took the buffer; take a new one.
+            self.buf.reserve_exact(b);
+        }
+
+        self.processed += len as u64;
+        self.batches[trigger_index(trigger)] += 1;
+        let stats = &shared.stats;
+        stats.batches[trigger_index(trigger)].store(self.batches[trigger_index(trigger)], Ordering::Relaxed);
+        stats.errors.store(self.errors, Ordering::Relaxed);
+        stats.panics.store(self.panics, Ordering::Relaxed);
+        // Release: a reader that sees the count sees the batch counters.
+        stats.processed.store(self.processed, Ordering::Release);
+        for (shard, &p) in shared.shards.iter().zip(&self.popped) {
+            // SeqCst: the progress flush waiters re-check (Signal protocol).
+            shard.cons.processed.store(p, Ordering::SeqCst);
+        }
+        shared.signal.notify();
+
+        if exhausted {
+            // Everything still pending arrived after its shard was visited.
+            self.oldest = None;
+            self.empty_at = start;
+        }
+        true
+    }
+
+    /// Waits for work according to the wait strategy.
+    fn wait(&mut self, deadline: Option<u64>, pending: u64, now: u64) {
+        #[cfg(not(loom))]
+        match self.shared.cfg.wait {
+            WaitStrategy::BusySpin => {
+                sync::spin_hint();
+                return;
+            }
+            WaitStrategy::SpinThenPark { spin } => {
+                let since = *self.spin_since.get_or_insert(now);
+                if now.saturating_sub(since) < crate::err::duration_to_nanos(spin) {
+                    sync::spin_hint();
+                    return;
+                }
+            }
+            WaitStrategy::Park => {}
+        }
+        // Under loom every strategy parks: the mock clock does not move while
+        // spinning, and parking is the protocol worth checking.
+        #[cfg(loom)]
+        let _ = (now, WaitStrategy::Park);
+        self.park(deadline, pending);
+        self.spin_since = None;
+    }
+
+    /// Publishes wake thresholds, announces `SLEEPING`, re-checks, parks.
+    fn park(&mut self, deadline: Option<u64>, pending: u64) {
+        let shared = Arc::clone(&self.shared);
+        self.set_thresholds(pending);
+        // SeqCst RMW: pairs with the producers' reservation CAS + SeqCst load
+        // of `state` in `after_push`; also returns any FLUSH_REQ / CLOSED set
+        // before it (same word, so no request is missed).
+        let prev = shared.state.fetch_or(SLEEPING, Ordering::SeqCst);
+        // Orders the RMW above before the re-check loads below.
+        fence(Ordering::SeqCst);
+        if prev & (CLOSED | FLUSH_REQ) == 0 && !self.threshold_reached() {
+            shared.clock.park_until(deadline);
+        }
+        shared.state.fetch_and(!SLEEPING, Ordering::SeqCst);
+    }
+
+    /// Wake thresholds with `sum(wake_at - count) <= room + shards - 1`,
+    /// weighted by each shard's recent arrivals.
+    fn set_thresholds(&mut self, pending: u64) {
+        let n = self.counts.len() as u64;
+        if pending == 0 {
+            for i in 0..self.counts.len() {
+                self.wake_at[i] = self.counts[i] + 1;
+            }
+        } else {
+            let room = (self.shared.cfg.max_batch_size as u64)
+                .saturating_sub(pending)
+                .max(1);
+            let weights: u64 = self
+                .counts
+                .iter()
+                .zip(&self.seen)
+                .map(|(c, s)| c.saturating_sub(*s))
+                .sum();
+            for i in 0..self.counts.len() {
+                let extra = if weights == 0 {
+                    (room - 1) / n
+                } else {
+                    let w = self.counts[i].saturating_sub(self.seen[i]);
+                    (u128::from(room - 1) * u128::from(w) / u128::from(weights)) as u64
+                };
+                self.wake_at[i] = self.counts[i] + 1 + extra;
+            }
+        }
+        self.seen.copy_from_slice(&self.counts);
+        for (shard, &w) in self.shared.shards.iter().zip(&self.wake_at) {
+            // SeqCst store, before fetch_or(SLEEPING): a producer whose
+            // reservation comes after the re-check sees it.
+            shard.cons.wake_at.store(w, Ordering::SeqCst);
+        }
+    }
+
+    fn threshold_reached(&self) -> bool {
+        self.shared
+            .shards
+            .iter()
+            .zip(&self.wake_at)
+            .any(|(s, &w)| (s.prod.word.load(Ordering::SeqCst) >> 1) >= w)
+    }
+
+    /// The batcher is closed: process everything accepted before the close.
+    fn finish(&mut self) {
+        for (t, shard) in self.targets.iter_mut().zip(self.shared.shards.iter()) {
+            // Written by `close` before it set CLOSED, which we have read.
+            *t = shard.cons.closed_at.load(Ordering::SeqCst);
+        }
+        let backoff = Backoff::new();
+        while !self.reached_targets() {
+            if self.dispatch(Trigger::Shutdown) {
+                backoff.reset();
+            } else {
+                // Reservations made before the close whose push is in flight.
+                backoff.snooze();
+                if backoff.is_completed() {
+                    thread::yield_now();
+                }
+            }
+        }
+        #[cfg(feature = "log")]
+        log::debug!("microbatch: flusher drained {} items and stopped", self.processed);
+    }
+}
+
+/// Marks the flusher done on the way out and wakes everyone waiting for it.
+struct ExitGuard<'a, T, S: Storage<T>>(&'a Shared<T, S>);
+
+impl<T, S: Storage<T>> Drop for ExitGuard<'_, T, S> {
+    fn drop(&mut self) {
+        let shared = self.0;
+        if thread::panicking() {
+            // A bug of ours: refuse further items so nobody waits forever.
+            shared.close();
+        }
+        shared.mark_flusher_thread(false);
+        *shared.wake.thread.lock().unwrap_or_else(|e| e.into_inner()) = None;
+        shared.status.store(DONE, Ordering::SeqCst);
+        shared.signal.notify();
+    }
+}
+
+/// The flusher of a batcher built with
+/// [`Builder::build_with_flusher`](crate::Builder::build_with_flusher), to
+/// run on a thread of your choosing.
+///
+/// [`run`](Flusher::run) processes batches until the batcher is closed
+/// (by [`Batcher::close`](crate::Batcher::close), a [`Closer`](crate::Closer),
+/// `shutdown` or drop) and everything accepted is processed — the Go
+/// original's `Start(ctx)`, with the close as the cancel signal. A second
+/// run is impossible by construction (`run` takes `self`).
+///
+/// Dropping a `Flusher` that never ran closes the batcher and processes what
+/// was queued on the dropping thread, so nothing accepted is lost (unless the
+/// thread is already unwinding from a panic: then the queued items are
+/// dropped with the batcher, as running a processor during unwinding could
+/// abort the process).
+///
+/// # Examples
+///
+/// ```
+/// use microbatch::{Batcher, BatchInfo};
+///
+/// let (batcher, flusher) = Batcher::builder()
+///     .build_with_flusher(|batch: &mut Vec<u64>, _: &BatchInfo| batch.clear())
+///     .unwrap();
+/// let closer = batcher.closer();
+/// let worker = std::thread::spawn(move || flusher.run());
+/// for i in 0..10 {
+///     batcher.submit(i).unwrap();
+/// }
+/// closer.close();
+/// let report = worker.join().unwrap();
+/// assert_eq!(report.processed, 10);
+/// ```
+pub struct Flusher<T: Send + 'static, S: Storage<T> = ArrayStorage<T>> {
+    engine: Option<Engine<T, S>>,
+}
+
+impl<T: Send + 'static, S: Storage<T>> fmt::Debug for Flusher<T, S> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Flusher").finish_non_exhaustive()
+    }
+}
+
+impl<T: Send + 'static, S: Storage<T>> Flusher<T, S> {
+    pub(crate) fn new(engine: Engine<T, S>) -> Self {
+        Flusher {
+            engine: Some(engine),
+        }
+    }
+
+    /// Runs the flusher loop on the calling thread until the batcher is
+    /// closed and drained; returns the final counters.
+    pub fn run(mut self) -> Metrics {
+        let engine = self.engine.take().expect("a Flusher runs once");
+        let shared = Arc::clone(engine.shared());
+        engine.run();
+        shared.metrics()
+    }
+}
+
+impl<T: Send + 'static, S: Storage<T>> Drop for Flusher<T, S> {
+    fn drop(&mut self) {
+        if let Some(engine) = self.engine.take() {
+            engine.shared().close();
+            if !thread::panicking() {
+                engine.run();
+            }
+        }
+    }
+}

@@ -1,0 +1,23 @@
+#![doc = include_str!("../README.md")]
+#![forbid(unsafe_code)]
+#![deny(missing_docs, missing_debug_implementations)]
+#![warn(rust_2018_idioms, unreachable_pub)]
+
+mod batcher;
+mod builder;
+mod err;
+mod flusher;
+mod metrics;
+mod processor;
+mod storage;
+mod sync;
+
+pub use batcher::{Batcher, Closer};
+pub use builder::{Backpressure, Builder, WaitStrategy, MAX_CAPACITY, MAX_SHARDS};
+pub use err::{
+    BuildError, FlushError, SubmitError, SubmitManyError, SubmitTimeoutError, TrySubmitError,
+};
+pub use flusher::Flusher;
+pub use metrics::Metrics;
+pub use processor::{BatchInfo, BatchProcessor, Failure, ProcessError, ProcessOutcome, Trigger};
+pub use storage::{ArrayStorage, Storage};

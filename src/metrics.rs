@@ -1,0 +1,68 @@
+//! Counters, readable at any time without stopping the producers.
+
+use crate::processor::Trigger;
+
+/// A snapshot of a batcher's counters.
+///
+/// Read with [`Batcher::metrics`](crate::Batcher::metrics) while producers
+/// run (each counter is read once, so the snapshot is not atomic across
+/// counters), or returned by [`Batcher::shutdown`](crate::Batcher::shutdown)
+/// once everything has settled. At quiescence
+/// `submitted == processed + queue_depth`, and every item a submit call was
+/// given is in `submitted` or in one of the `rejected_*` counters.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Metrics {
+    /// Items accepted (submit returned `Ok`).
+    pub submitted: u64,
+    /// Items refused because the shard was full.
+    pub rejected_full: u64,
+    /// Items refused because no room appeared before the timeout.
+    pub rejected_timeout: u64,
+    /// Items refused because the batcher was closed.
+    pub rejected_closed: u64,
+    /// Items handed to the processor.
+    pub processed: u64,
+    /// Batches dispatched because `max_batch_size` items were pending.
+    pub batches_size: u64,
+    /// Batches dispatched because the oldest item had waited `max_delay`.
+    pub batches_time: u64,
+    /// Batches dispatched for a `flush`.
+    pub batches_flush: u64,
+    /// Batches dispatched while shutting down.
+    pub batches_shutdown: u64,
+    /// Batches whose processor returned an error.
+    pub processor_errors: u64,
+    /// Batches whose processor panicked.
+    pub processor_panics: u64,
+    /// Times a producer (or `flush`/`close`) unparked the sleeping flusher.
+    pub flusher_wakeups: u64,
+    /// Times a producer blocked on a full shard (spin, then park).
+    pub producer_waits: u64,
+    /// Items accepted and not yet handed to the processor.
+    pub queue_depth: u64,
+    /// Items the shards can hold in all.
+    pub capacity: u64,
+}
+
+impl Metrics {
+    /// All batches dispatched.
+    pub fn batches(&self) -> u64 {
+        self.batches_size + self.batches_time + self.batches_flush + self.batches_shutdown
+    }
+
+    /// All items refused, for any reason.
+    pub fn rejected(&self) -> u64 {
+        self.rejected_full + self.rejected_timeout + self.rejected_closed
+    }
+
+    /// Batches dispatched for one trigger.
+    pub fn batches_by(&self, trigger: Trigger) -> u64 {
+        match trigger {
+            Trigger::Size => self.batches_size,
+            Trigger::Time => self.batches_time,
+            Trigger::Flush => self.batches_flush,
+            Trigger::Shutdown => self.batches_shutdown,
+        }
+    }
+}

@@ -1,0 +1,139 @@
+//! The user's side: the batch processor, what it is told, how it fails.
+
+use std::fmt;
+use std::time::Duration;
+
+/// An error a processor reports for a batch.
+pub type ProcessError = Box<dyn std::error::Error + Send + Sync + 'static>;
+
+/// Why a batch was dispatched.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Trigger {
+    /// `max_batch_size` items were pending.
+    Size,
+    /// The oldest pending item had waited `max_delay`.
+    Time,
+    /// [`Batcher::flush`](crate::Batcher::flush) asked for it.
+    Flush,
+    /// The batcher was closing and drained what it held.
+    Shutdown,
+}
+
+/// What the processor is told with each batch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct BatchInfo {
+    /// Why the batch was dispatched.
+    pub trigger: Trigger,
+    /// How many items the batch holds.
+    pub len: usize,
+    /// Items still queued behind this batch (counted when it was drained;
+    /// includes submits in flight at that moment).
+    pub queue_depth: u64,
+    /// An upper bound on how long the batch's oldest item had waited when
+    /// the batch was drained (exact to within a wake-up latency).
+    pub oldest_age: Duration,
+    /// The batch's sequence number, from 0.
+    pub seq: u64,
+}
+
+/// Processes batches on the flusher thread.
+///
+/// The Go original's `BatchProcessor.Process(batch) error`. `batch` arrives in
+/// per-producer-thread order (no order is promised across threads). It is the
+/// batcher's reusable buffer: the processor may read it, or drain it to take
+/// ownership of the items; whatever it leaves is dropped after the call, and
+/// the buffer is reused for the next batch, so the steady state allocates
+/// nothing (unless the processor takes the `Vec` itself).
+///
+/// Returning `Err` counts a processor error and calls the
+/// [`on_error`](crate::Builder::on_error) hook; a panic is caught, counted and
+/// reported the same way. Either way the batch's items count as handed over
+/// (the batcher does not retry), and the flusher goes on with the next batch.
+///
+/// Closures `FnMut(&mut Vec<T>, &BatchInfo)` returning `()` or
+/// `Result<(), E>` (with `E` convertible into [`ProcessError`]) implement the
+/// trait.
+///
+/// # Examples
+///
+/// ```
+/// use microbatch::{BatchInfo, BatchProcessor, ProcessError};
+///
+/// struct Sum(u64);
+///
+/// impl BatchProcessor<u64> for Sum {
+///     fn process(&mut self, batch: &mut Vec<u64>, _info: &BatchInfo) -> Result<(), ProcessError> {
+///         self.0 += batch.iter().sum::<u64>();
+///         Ok(())
+///     }
+/// }
+/// ```
+pub trait BatchProcessor<T>: Send + 'static {
+    /// Processes one non-empty batch.
+    ///
+    /// # Errors
+    ///
+    /// Whatever the processor reports; it is counted and handed to the
+    /// `on_error` hook.
+    fn process(&mut self, batch: &mut Vec<T>, info: &BatchInfo) -> Result<(), ProcessError>;
+}
+
+/// What a processor closure may return: `()` or `Result<(), E>`.
+pub trait ProcessOutcome {
+    /// Converts into the processor's result.
+    fn into_result(self) -> Result<(), ProcessError>;
+}
+
+impl ProcessOutcome for () {
+    fn into_result(self) -> Result<(), ProcessError> {
+        Ok(())
+    }
+}
+
+impl<E: Into<ProcessError>> ProcessOutcome for Result<(), E> {
+    fn into_result(self) -> Result<(), ProcessError> {
+        self.map_err(Into::into)
+    }
+}
+
+impl<T, F, R> BatchProcessor<T> for F
+where
+    F: FnMut(&mut Vec<T>, &BatchInfo) -> R + Send + 'static,
+    R: ProcessOutcome,
+{
+    fn process(&mut self, batch: &mut Vec<T>, info: &BatchInfo) -> Result<(), ProcessError> {
+        self(batch, info).into_result()
+    }
+}
+
+/// A failed batch, as handed to the [`on_error`](crate::Builder::on_error) hook.
+#[derive(Debug)]
+pub enum Failure {
+    /// The processor returned an error.
+    Error(ProcessError),
+    /// The processor panicked; the panic message, when it was a string.
+    Panic(String),
+}
+
+impl fmt::Display for Failure {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Failure::Error(e) => write!(f, "processor failed: {e}"),
+            Failure::Panic(m) => write!(f, "processor panicked: {m}"),
+        }
+    }
+}
+
+pub(crate) fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
+    if let Some(s) = payload.downcast_ref::<&'static str>() {
+        (*s).to_owned()
+    } else if let Some(s) = payload.downcast_ref::<String>() {
+        s.clone()
+    } else {
+        "non-string panic payload".to_owned()
+    }
+}
+
+/// The error hook's type.
+pub(crate) type ErrorHook = Box<dyn FnMut(Failure, &BatchInfo) + Send + 'static>;

@@ -1,0 +1,117 @@
+//! Shard storage: the Go original's `BatchStorage`, made a concurrent FIFO.
+
+use crate::sync::ShardQueue;
+use std::fmt;
+
+/// The queue behind one shard.
+///
+/// The Go original's `BatchStorage` had `Size`, `Append`, `GetAll` and
+/// `Clear`, called from one goroutine. Here producers on many threads append
+/// while the flusher takes, so the trait is a bounded concurrent FIFO:
+/// `len` is `Size`, `push` is `Append` (an `Err` is the original's
+/// `ErrStorageFull`), and `pop` replaces `GetAll` + `Clear`, taking items one
+/// at a time so nothing is lost between the two calls.
+///
+/// # Contract
+///
+/// The batcher does its own admission control: it never has more than
+/// [`capacity`](Storage::capacity) items pushed and not yet popped in one
+/// storage. So an implementation must:
+/// - accept every `push` while it holds fewer than `capacity()` items (a
+///   storage that refuses early makes that producer spin until the flusher
+///   pops);
+/// - be first-in first-out for pushes from one thread (per-thread order is a
+///   guarantee of the batcher);
+/// - be safe for many concurrent `push` callers and one `pop` caller;
+/// - never panic in `push` (the slot is reserved before `push` is called, and
+///   shutdown waits for it to be filled).
+///
+/// # Examples
+///
+/// A storage on a mutex-guarded `VecDeque`, plugged in with
+/// [`Builder::storage`](crate::Builder::storage):
+///
+/// ```
+/// use microbatch::{Batcher, BatchInfo, Storage};
+/// use std::collections::VecDeque;
+/// use std::sync::Mutex;
+///
+/// struct Locked<T> { cap: usize, q: Mutex<VecDeque<T>> }
+///
+/// impl<T: Send> Storage<T> for Locked<T> {
+///     fn push(&self, item: T) -> Result<(), T> {
+///         let mut q = self.q.lock().unwrap();
+///         if q.len() == self.cap { return Err(item); }
+///         q.push_back(item);
+///         Ok(())
+///     }
+///     fn pop(&self) -> Option<T> { self.q.lock().unwrap().pop_front() }
+///     fn len(&self) -> usize { self.q.lock().unwrap().len() }
+///     fn capacity(&self) -> usize { self.cap }
+/// }
+///
+/// let batcher = Batcher::builder()
+///     .storage(|cap| Locked { cap, q: Mutex::new(VecDeque::with_capacity(cap)) })
+///     .build(|batch: &mut Vec<u32>, _: &BatchInfo| batch.clear())
+///     .unwrap();
+/// batcher.submit(7).unwrap();
+/// assert_eq!(batcher.shutdown().processed, 1);
+/// ```
+pub trait Storage<T>: Send + Sync {
+    /// Appends an item, or hands it back when the storage is full.
+    fn push(&self, item: T) -> Result<(), T>;
+    /// Takes the oldest item.
+    fn pop(&self) -> Option<T>;
+    /// How many items it holds now (may be stale under concurrency).
+    fn len(&self) -> usize;
+    /// Does it hold no item now?
+    fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+    /// How many items it can hold.
+    fn capacity(&self) -> usize;
+}
+
+/// The default storage: a bounded lock-free `crossbeam_queue::ArrayQueue`.
+pub struct ArrayStorage<T> {
+    queue: ShardQueue<T>,
+}
+
+impl<T> ArrayStorage<T> {
+    /// A storage holding up to `capacity` items.
+    ///
+    /// # Panics
+    ///
+    /// If `capacity` is 0 (the builder rejects that before calling this).
+    pub fn new(capacity: usize) -> Self {
+        ArrayStorage {
+            queue: ShardQueue::new(capacity),
+        }
+    }
+}
+
+impl<T> fmt::Debug for ArrayStorage<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ArrayStorage")
+            .field("len", &self.queue.len())
+            .field("capacity", &self.queue.capacity())
+            .finish()
+    }
+}
+
+impl<T: Send> Storage<T> for ArrayStorage<T> {
+    #[inline]
+    fn push(&self, item: T) -> Result<(), T> {
+        self.queue.push(item)
+    }
+    #[inline]
+    fn pop(&self) -> Option<T> {
+        self.queue.pop()
+    }
+    fn len(&self) -> usize {
+        self.queue.len()
+    }
+    fn capacity(&self) -> usize {
+        self.queue.capacity()
+    }
+}
