@@ -96,7 +96,6 @@ pub(crate) struct Shard<S> {
 /// The flusher's published counters (single writer: plain stores).
 #[derive(Debug)]
 pub(crate) struct FlusherStats {
-    pub(crate) processed: AtomicU64,
     pub(crate) batches: [AtomicU64; 4],
     pub(crate) errors: AtomicU64,
     pub(crate) panics: AtomicU64,
@@ -174,7 +173,6 @@ impl<T, S: Storage<T>> Shared<T, S> {
                 thread: Mutex::new(None),
             }),
             stats: CachePadded::new(FlusherStats {
-                processed: AtomicU64::new(0),
                 batches: [
                     AtomicU64::new(0),
                     AtomicU64::new(0),
@@ -518,17 +516,20 @@ impl<T, S: Storage<T>> Shared<T, S> {
     pub(crate) fn metrics(&self) -> Metrics {
         let mut m = Metrics::default();
         for s in self.shards.iter() {
+            // Processed first, then accepted (which can only have grown), so
+            // per shard `processed + queue_depth == submitted` exactly.
+            let processed = s.cons.processed.load(Ordering::Acquire);
             let accepted = s.prod.word.load(Ordering::Acquire) >> 1;
             m.submitted += accepted;
+            m.processed += processed;
             m.rejected_full += s.prod.rejected_full.load(Ordering::Relaxed);
             m.rejected_timeout += s.prod.rejected_timeout.load(Ordering::Relaxed);
             m.rejected_closed += s.prod.rejected_closed.load(Ordering::Relaxed);
             m.producer_waits += s.prod.waits.load(Ordering::Relaxed);
-            m.queue_depth += accepted.saturating_sub(s.cons.processed.load(Ordering::Acquire));
+            m.queue_depth += accepted.saturating_sub(processed);
         }
         m.capacity = self.cfg.capacity * self.shards.len() as u64;
         let st = &self.stats;
-        m.processed = st.processed.load(Ordering::Acquire);
         m.batches_size = st.batches[0].load(Ordering::Relaxed);
         m.batches_time = st.batches[1].load(Ordering::Relaxed);
         m.batches_flush = st.batches[2].load(Ordering::Relaxed);
@@ -749,7 +750,7 @@ impl<T, S: Storage<T>> Batcher<T, S> {
         S: 'static,
     {
         Closer {
-            target: self.shared.clone(),
+            target: Box::new(CloseShared(Arc::clone(&self.shared))),
         }
     }
 
@@ -790,21 +791,34 @@ impl<T, S: Storage<T>> Drop for Batcher<T, S> {
 trait CloseTarget: Send + Sync {
     fn close(&self);
     fn is_closed(&self) -> bool;
+    fn clone_box(&self) -> Box<dyn CloseTarget>;
 }
 
-impl<T, S: Storage<T>> CloseTarget for Shared<T, S> {
+struct CloseShared<T, S: Storage<T>>(Arc<Shared<T, S>>);
+
+impl<T: 'static, S: Storage<T> + 'static> CloseTarget for CloseShared<T, S> {
     fn close(&self) {
-        Shared::close(self);
+        self.0.close();
     }
     fn is_closed(&self) -> bool {
-        Shared::is_closed(self)
+        self.0.is_closed()
+    }
+    fn clone_box(&self) -> Box<dyn CloseTarget> {
+        Box::new(CloseShared(Arc::clone(&self.0)))
     }
 }
 
 /// A cloneable handle that closes its batcher (see [`Batcher::close`]).
-#[derive(Clone)]
 pub struct Closer {
-    target: Arc<dyn CloseTarget>,
+    target: Box<dyn CloseTarget>,
+}
+
+impl Clone for Closer {
+    fn clone(&self) -> Self {
+        Closer {
+            target: self.target.clone_box(),
+        }
+    }
 }
 
 impl fmt::Debug for Closer {

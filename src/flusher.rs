@@ -2,11 +2,14 @@
 //! reused buffer and hands it to the processor.
 
 use crate::batcher::{Shared, CLOSED, DONE, FLUSH_REQ, RUNNING, SLEEPING};
+#[cfg(not(loom))]
 use crate::builder::WaitStrategy;
 use crate::metrics::Metrics;
 use crate::processor::{panic_message, BatchInfo, BatchProcessor, ErrorHook, Failure, Trigger};
 use crate::storage::{ArrayStorage, Storage};
-use crate::sync::{self, fence, thread, Arc, Backoff, Ordering};
+#[cfg(not(loom))]
+use crate::sync;
+use crate::sync::{fence, thread, Arc, Backoff, Ordering};
 use std::fmt;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::time::Duration;
@@ -205,13 +208,24 @@ impl<T: Send + 'static, S: Storage<T>> Engine<T, S> {
         let start = shared.clock.now();
         let mut exhausted = true;
         let mut i = self.next_start;
+        let backoff = Backoff::new();
         for _ in 0..n {
             let shard = &shared.shards[i];
             let before = self.buf.len();
+            // Items counted in `counts` are reserved, so their push is
+            // certain and takes nanoseconds: wait for one still in flight
+            // rather than dispatch a short batch and strand it.
+            let counted = self.counts[i];
             while self.buf.len() < b {
                 match shard.storage.pop() {
                     Some(item) => self.buf.push(item),
-                    None => break,
+                    None if self.popped[i] + (self.buf.len() - before) as u64 >= counted => break,
+                    None => {
+                        backoff.snooze();
+                        if backoff.is_completed() {
+                            thread::yield_now();
+                        }
+                    }
                 }
             }
             let got = (self.buf.len() - before) as u64;
@@ -291,8 +305,6 @@ impl<T: Send + 'static, S: Storage<T>> Engine<T, S> {
         stats.batches[trigger_index(trigger)].store(self.batches[trigger_index(trigger)], Ordering::Relaxed);
         stats.errors.store(self.errors, Ordering::Relaxed);
         stats.panics.store(self.panics, Ordering::Relaxed);
-        // Release: a reader that sees the count sees the batch counters.
-        stats.processed.store(self.processed, Ordering::Release);
         for (shard, &p) in shared.shards.iter().zip(&self.popped) {
             // SeqCst: the progress flush waiters re-check (Signal protocol).
             shard.cons.processed.store(p, Ordering::SeqCst);
@@ -327,7 +339,7 @@ impl<T: Send + 'static, S: Storage<T>> Engine<T, S> {
         // Under loom every strategy parks: the mock clock does not move while
         // spinning, and parking is the protocol worth checking.
         #[cfg(loom)]
-        let _ = (now, WaitStrategy::Park);
+        let _ = (now, self.shared.cfg.wait);
         self.park(deadline, pending);
         self.spin_since = None;
     }

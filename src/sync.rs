@@ -67,9 +67,6 @@ impl Backoff {
     pub(crate) fn new() -> Self {
         Backoff
     }
-    pub(crate) fn spin(&self) {
-        loom::thread::yield_now();
-    }
     pub(crate) fn snooze(&self) {
         loom::thread::yield_now();
     }

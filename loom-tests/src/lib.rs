@@ -1,1 +1,88 @@
-//! Loom models live in `tests/`; this crate has no code of its own.
+//! Helpers for the loom models in `tests/`. Every model is tiny (at most 4
+//! threads counting the flusher, capacity 1–2, at most 3 items) and runs
+//! under `loom::model::Builder` with the preemption bound taken from
+//! `LOOM_MAX_PREEMPTIONS` (CI uses 2).
+#![cfg(loom)]
+
+use loom::sync::{Condvar, Mutex};
+use microbatch::{BatchInfo, Batcher, Builder, Trigger, WaitStrategy};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// What the processor saw, shared with the test thread.
+///
+/// Items go into a plain `std` mutex (no loom operation happens while it is
+/// held, so it cannot block the model); `processed` is a loom
+/// mutex + condvar so a test can wait for the flusher and loom detects the
+/// deadlock if it never comes.
+#[derive(Default)]
+pub struct Seen {
+    pub items: std::sync::Mutex<Vec<(u32, Trigger)>>,
+    count: Mutex<usize>,
+    cv: Condvar,
+}
+
+impl Seen {
+    pub fn new() -> Arc<Self> {
+        Arc::new(Seen {
+            items: std::sync::Mutex::new(Vec::new()),
+            count: Mutex::new(0),
+            cv: Condvar::new(),
+        })
+    }
+
+    pub fn record(&self, batch: &mut Vec<u32>, info: &BatchInfo) {
+        let n = batch.len();
+        self.items
+            .lock()
+            .unwrap()
+            .extend(batch.drain(..).map(|x| (x, info.trigger)));
+        *self.count.lock().unwrap() += n;
+        self.cv.notify_all();
+    }
+
+    /// Blocks until at least `n` items were processed. If the flusher never
+    /// gets there (a lost wake-up), every thread is blocked and loom reports
+    /// a deadlock.
+    pub fn wait_for(&self, n: usize) {
+        let mut c = self.count.lock().unwrap();
+        while *c < n {
+            c = self.cv.wait(c).unwrap();
+        }
+    }
+
+    pub fn values(&self) -> Vec<u32> {
+        self.items.lock().unwrap().iter().map(|(x, _)| *x).collect()
+    }
+
+    pub fn triggers(&self) -> Vec<Trigger> {
+        self.items.lock().unwrap().iter().map(|(_, t)| *t).collect()
+    }
+}
+
+/// A builder for the models: one shard unless told, the flusher parks (the
+/// protocol worth checking), no time trigger unless told.
+pub fn builder(batch: usize, capacity: usize) -> Builder<u32> {
+    Batcher::builder()
+        .shards(1)
+        .max_batch_size(batch)
+        .capacity(capacity)
+        .max_delay(Duration::MAX)
+        .wait_strategy(WaitStrategy::Park)
+}
+
+/// A processor that records into `seen`.
+pub fn recorder(seen: &Arc<Seen>) -> impl FnMut(&mut Vec<u32>, &BatchInfo) + Send + 'static {
+    let seen = Arc::clone(seen);
+    move |batch: &mut Vec<u32>, info: &BatchInfo| seen.record(batch, info)
+}
+
+/// Runs a model with the preemption bound from `LOOM_MAX_PREEMPTIONS`
+/// (default 2) and counts it for the CI summary.
+pub fn model<F: Fn() + Sync + Send + 'static>(f: F) {
+    let mut b = loom::model::Builder::new();
+    if b.preemption_bound.is_none() {
+        b.preemption_bound = Some(2);
+    }
+    b.check(f);
+}
