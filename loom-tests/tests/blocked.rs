@@ -22,55 +22,76 @@ fn blocked_producer_woken_by_room() {
     });
 }
 
+/// A processor that holds each batch until the test opens the gate.
+fn gated(seen: &Arc<Seen>) -> (Arc<(Mutex<bool>, Condvar)>, impl FnMut(&mut Vec<u32>, &BatchInfo) + Send + 'static) {
+    let gate = Arc::new((Mutex::new(false), Condvar::new()));
+    let g = Arc::clone(&gate);
+    let s = Arc::clone(seen);
+    let processor = move |batch: &mut Vec<u32>, info: &BatchInfo| {
+        let (open, cv) = &*g;
+        let mut o = open.lock().unwrap();
+        while !*o {
+            o = cv.wait(o).unwrap();
+        }
+        drop(o);
+        s.record(batch, info);
+    };
+    (gate, processor)
+}
+
+fn open(gate: &(Mutex<bool>, Condvar)) {
+    *gate.0.lock().unwrap() = true;
+    gate.1.notify_all();
+}
+
+#[test]
+fn blocked_producer_woken_by_pop_before_processing() {
+    model(|| {
+        let seen = Seen::new();
+        let (gate, processor) = gated(&seen);
+        let batcher = Arc::new(builder(1, 1).build(processor).unwrap());
+        let b = Arc::clone(&batcher);
+        let producer = thread::spawn(move || {
+            b.submit(1).unwrap();
+            // Blocks until the flusher pops item 1; the processor still
+            // holds that batch, so only the pop's notification can wake us.
+            b.submit(2).unwrap();
+        });
+        producer.join().unwrap();
+        open(&gate);
+        drop(batcher);
+        assert_eq!(seen.values(), vec![1, 2]);
+    });
+}
+
 #[test]
 fn blocked_producer_woken_by_close() {
     model(|| {
-        // The processor holds the first batch until the test lets it go, so
-        // the shard stays full and the producer stays blocked.
-        let gate = Arc::new((Mutex::new(false), Condvar::new()));
-        let g = Arc::clone(&gate);
         let seen = Seen::new();
-        let s = Arc::clone(&seen);
-        let batcher = Arc::new(
-            builder(1, 1)
-                .build(move |batch: &mut Vec<u32>, info: &BatchInfo| {
-                    let (open, cv) = &*g;
-                    let mut o = open.lock().unwrap();
-                    while !*o {
-                        o = cv.wait(o).unwrap();
-                    }
-                    drop(o);
-                    s.record(batch, info);
-                })
-                .unwrap(),
-        );
+        let (gate, processor) = gated(&seen);
+        let batcher = Arc::new(builder(1, 1).build(processor).unwrap());
         let b = Arc::clone(&batcher);
         let producer = thread::spawn(move || {
-            let first = b.submit(1).is_ok();
-            let second = b.submit(2);
-            (first, second.map_err(|e| (e.is_closed(), e.into_inner())))
+            // With item 1 held by the processor and item 2 queued, item 3
+            // blocks until the close: nothing else can free it.
+            [1, 2, 3].map(|x| b.submit(x).map_err(|e| (e.is_closed(), e.into_inner())))
         });
         batcher.close();
-        {
-            let (open, cv) = &*gate;
-            *open.lock().unwrap() = true;
-            cv.notify_all();
-        }
-        let (first, second) = producer.join().unwrap();
+        let results = producer.join().unwrap();
+        open(&gate);
         let report = Arc::try_unwrap(batcher).expect("sole owner").shutdown();
         let mut accepted = Vec::new();
-        if first {
-            accepted.push(1);
-        }
-        match second {
-            Ok(()) => accepted.push(2),
-            Err((closed, item)) => {
-                assert!(closed);
-                assert_eq!(item, 2);
+        for (x, r) in [1, 2, 3].into_iter().zip(results) {
+            match r {
+                Ok(()) => accepted.push(x),
+                Err((closed, item)) => {
+                    assert!(closed);
+                    assert_eq!(item, x);
+                }
             }
         }
         assert_eq!(seen.values(), accepted);
-        assert_eq!(report.submitted + report.rejected(), 2);
+        assert_eq!(report.submitted + report.rejected(), 3);
     });
 }
 
