@@ -31,8 +31,7 @@
 
 use crate::builder::{Backpressure, Config};
 use crate::err::{
-    duration_to_nanos, FlushError, SubmitError, SubmitManyError, SubmitTimeoutError,
-    TrySubmitError,
+    duration_to_nanos, FlushError, SubmitError, SubmitManyError, SubmitTimeoutError, TrySubmitError,
 };
 use crate::metrics::Metrics;
 use crate::storage::{ArrayStorage, Storage};
@@ -254,8 +253,12 @@ impl<T, S: Storage<T>> Shared<T, S> {
             // SeqCst: the RMW of the wake protocol (see module docs); pairs
             // with the flusher's fetch_or(SLEEPING) + re-read in `park`, and
             // with `close`'s fetch_or of WORD_CLOSED.
-            match word.compare_exchange_weak(w, w + (grant << 1), Ordering::SeqCst, Ordering::Relaxed)
-            {
+            match word.compare_exchange_weak(
+                w,
+                w + (grant << 1),
+                Ordering::SeqCst,
+                Ordering::Relaxed,
+            ) {
                 Ok(_) => return Ok((n, grant)),
                 Err(actual) => w = actual,
             }
@@ -630,11 +633,13 @@ impl<T, S: Storage<T>> Batcher<T, S> {
             Backpressure::BlockTimeout(d) => Wait::Until(self.shared.deadline_after(d)),
             Backpressure::Reject => Wait::Never,
         };
-        self.shared.submit_one(item, wait).map_err(|(r, item)| match r {
-            Refusal::Full => SubmitError::Full(item),
-            Refusal::Timeout => SubmitError::Timeout(item),
-            Refusal::Closed => SubmitError::Closed(item),
-        })
+        self.shared
+            .submit_one(item, wait)
+            .map_err(|(r, item)| match r {
+                Refusal::Full => SubmitError::Full(item),
+                Refusal::Timeout => SubmitError::Timeout(item),
+                Refusal::Closed => SubmitError::Closed(item),
+            })
     }
 
     /// Submits an item if its shard has room now; never blocks.
@@ -661,10 +666,12 @@ impl<T, S: Storage<T>> Batcher<T, S> {
     /// processor on a full shard it returns `Timeout` at once.
     pub fn submit_timeout(&self, item: T, timeout: Duration) -> Result<(), SubmitTimeoutError<T>> {
         let wait = Wait::Until(self.shared.deadline_after(timeout));
-        self.shared.submit_one(item, wait).map_err(|(r, item)| match r {
-            Refusal::Closed => SubmitTimeoutError::Closed(item),
-            _ => SubmitTimeoutError::Timeout(item),
-        })
+        self.shared
+            .submit_one(item, wait)
+            .map_err(|(r, item)| match r {
+                Refusal::Closed => SubmitTimeoutError::Closed(item),
+                _ => SubmitTimeoutError::Timeout(item),
+            })
     }
 
     /// Submits many items in one call under the configured policy, reserving

@@ -12,8 +12,17 @@ use std::time::Duration;
 
 /// The most shards a batcher may have.
 pub const MAX_SHARDS: usize = 1024;
-/// The largest per-shard capacity.
-pub const MAX_CAPACITY: usize = 1 << 30;
+/// The largest per-shard capacity (16 Mi items).
+pub const MAX_CAPACITY: usize = 1 << 24;
+/// The most memory the queues of one batcher may take (1 TiB): more than
+/// that is a configuration mistake, refused by `build` rather than left to
+/// abort the process in the allocator.
+pub const MAX_QUEUE_BYTES: usize = 1 << 40;
+
+/// A batcher and the flusher that is to run it on a thread of your own.
+pub type WithFlusher<T, S = ArrayStorage<T>> = (Batcher<T, S>, Flusher<T, S>);
+
+type Prepared<T, S> = (Arc<Shared<T, S>>, Engine<T, S>);
 
 /// What `submit` does when the thread's shard is full.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -257,7 +266,7 @@ impl<T: Send + 'static, S: Storage<T> + 'static> Builder<T, S> {
     pub fn build_with_flusher<P: BatchProcessor<T>>(
         self,
         processor: P,
-    ) -> Result<(Batcher<T, S>, Flusher<T, S>), BuildError> {
+    ) -> Result<WithFlusher<T, S>, BuildError> {
         let (shared, engine) = self.prepare(Box::new(processor))?;
         Ok((Batcher::new(shared, None), Flusher::new(engine)))
     }
@@ -295,7 +304,7 @@ impl<T: Send + 'static, S: Storage<T> + 'static> Builder<T, S> {
             .checked_mul(capacity)
             .and_then(|n| n.checked_mul(slot))
             .and_then(|n| n.checked_add(b.checked_mul(item_size)?));
-        if total.map_or(true, |t| t > isize::MAX as usize) {
+        if total.map_or(true, |t| t > MAX_QUEUE_BYTES) {
             return Err(BuildError::MemoryOverflow {
                 shards,
                 capacity,
@@ -315,10 +324,7 @@ impl<T: Send + 'static, S: Storage<T> + 'static> Builder<T, S> {
         Ok((shards, capacity, cfg))
     }
 
-    fn prepare(
-        self,
-        processor: Box<dyn BatchProcessor<T>>,
-    ) -> Result<(Arc<Shared<T, S>>, Engine<T, S>), BuildError> {
+    fn prepare(self, processor: Box<dyn BatchProcessor<T>>) -> Result<Prepared<T, S>, BuildError> {
         let (shards, capacity, cfg) = self.validate()?;
         let mut storages = Vec::with_capacity(shards);
         for _ in 0..shards {

@@ -176,7 +176,7 @@ pub enum BuildError {
         /// The per-shard capacity asked for.
         capacity: usize,
     },
-    /// The queues would need more memory than the address space holds.
+    /// The queues would need more than [`MAX_QUEUE_BYTES`](crate::MAX_QUEUE_BYTES).
     MemoryOverflow {
         /// Shards asked for.
         shards: usize,
@@ -215,7 +215,8 @@ impl fmt::Display for BuildError {
             }
             BuildError::MemoryOverflow { shards, capacity, item_size } => write!(
                 f,
-                "{shards} shards x capacity {capacity} x {item_size}-byte items overflows the address space"
+                "{shards} shards x capacity {capacity} x {item_size}-byte items is more than {} bytes",
+                crate::MAX_QUEUE_BYTES
             ),
             BuildError::StorageCapacity { asked, got } => {
                 write!(f, "storage factory asked for capacity {asked} returned capacity {got}")

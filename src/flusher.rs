@@ -176,7 +176,10 @@ impl<T: Send + 'static, S: Storage<T>> Engine<T, S> {
         // Clear the bit before reading the targets: a request that sets it
         // again after this is seen on the next iteration.
         shared.state.fetch_and(!FLUSH_REQ, Ordering::SeqCst);
-        let targets = shared.flush_targets.lock().unwrap_or_else(|e| e.into_inner());
+        let targets = shared
+            .flush_targets
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
         for (mine, &t) in self.targets.iter_mut().zip(targets.iter()) {
             *mine = (*mine).max(t);
         }
@@ -302,7 +305,8 @@ impl<T: Send + 'static, S: Storage<T>> Engine<T, S> {
         self.processed += len as u64;
         self.batches[trigger_index(trigger)] += 1;
         let stats = &shared.stats;
-        stats.batches[trigger_index(trigger)].store(self.batches[trigger_index(trigger)], Ordering::Relaxed);
+        stats.batches[trigger_index(trigger)]
+            .store(self.batches[trigger_index(trigger)], Ordering::Relaxed);
         stats.errors.store(self.errors, Ordering::Relaxed);
         stats.panics.store(self.panics, Ordering::Relaxed);
         for (shard, &p) in shared.shards.iter().zip(&self.popped) {
@@ -423,7 +427,10 @@ impl<T: Send + 'static, S: Storage<T>> Engine<T, S> {
             }
         }
         #[cfg(feature = "log")]
-        log::debug!("microbatch: flusher drained {} items and stopped", self.processed);
+        log::debug!(
+            "microbatch: flusher drained {} items and stopped",
+            self.processed
+        );
     }
 }
 

@@ -13,7 +13,9 @@ mod storage;
 mod sync;
 
 pub use batcher::{Batcher, Closer};
-pub use builder::{Backpressure, Builder, WaitStrategy, MAX_CAPACITY, MAX_SHARDS};
+pub use builder::{
+    Backpressure, Builder, WaitStrategy, WithFlusher, MAX_CAPACITY, MAX_QUEUE_BYTES, MAX_SHARDS,
+};
 pub use err::{
     BuildError, FlushError, SubmitError, SubmitManyError, SubmitTimeoutError, TrySubmitError,
 };

@@ -252,7 +252,8 @@ impl Signal {
                     guard = match deadline {
                         None => self.cv.wait(guard).unwrap_or_else(|e| e.into_inner()),
                         Some(at) => {
-                            let left = std::time::Duration::from_nanos(at.saturating_sub(clock.now()));
+                            let left =
+                                std::time::Duration::from_nanos(at.saturating_sub(clock.now()));
                             self.cv
                                 .wait_timeout(guard, left)
                                 .map(|(g, _)| g)

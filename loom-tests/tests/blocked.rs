@@ -22,8 +22,10 @@ fn blocked_producer_woken_by_room() {
     });
 }
 
+type Gate = Arc<(Mutex<bool>, Condvar)>;
+
 /// A processor that holds each batch until the test opens the gate.
-fn gated(seen: &Arc<Seen>) -> (Arc<(Mutex<bool>, Condvar)>, impl FnMut(&mut Vec<u32>, &BatchInfo) + Send + 'static) {
+fn gated(seen: &Arc<Seen>) -> (Gate, impl FnMut(&mut Vec<u32>, &BatchInfo) + Send + 'static) {
     let gate = Arc::new((Mutex::new(false), Condvar::new()));
     let g = Arc::clone(&gate);
     let s = Arc::clone(seen);

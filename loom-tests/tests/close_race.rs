@@ -28,7 +28,11 @@ fn submit_races_close() {
         batcher.close();
         let accepted = producer.join().unwrap();
         let report = Arc::try_unwrap(batcher).expect("sole owner").shutdown();
-        assert_eq!(seen.values(), accepted, "accepted = processed, once, in order");
+        assert_eq!(
+            seen.values(),
+            accepted,
+            "accepted = processed, once, in order"
+        );
         assert_eq!(report.submitted, accepted.len() as u64);
         assert_eq!(report.processed, accepted.len() as u64);
         assert_eq!(report.rejected_closed, 2 - accepted.len() as u64);

@@ -22,7 +22,11 @@ fn processor_calls_its_own_batcher() {
                     if let Some(b) = weak.upgrade() {
                         let flushed = b.flush();
                         // A full shard must not block the processor.
-                        let resubmitted = if first < 10 { b.submit(first + 10).map_err(|e| e.into_inner()) } else { Ok(()) };
+                        let resubmitted = if first < 10 {
+                            b.submit(first + 10).map_err(|e| e.into_inner())
+                        } else {
+                            Ok(())
+                        };
                         o.lock().unwrap().push((flushed, resubmitted));
                         // `b` may be the last strong handle: dropping it here
                         // (on the flusher thread) must only close.

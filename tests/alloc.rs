@@ -1,0 +1,68 @@
+//! Zero allocations per item and per batch once warm, counted by a global
+//! allocator (in its own test binary so nothing else allocates meanwhile).
+
+use microbatch::{BatchInfo, Batcher, WaitStrategy};
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+struct Counting;
+
+static ALLOCS: AtomicU64 = AtomicU64::new(0);
+
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        ALLOCS.fetch_add(1, Ordering::Relaxed);
+        // SAFETY: forwards the caller's layout unchanged to the system
+        // allocator, whose contract is the one we are implementing.
+        unsafe { System.alloc(layout) }
+    }
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        // SAFETY: `ptr` came from `System.alloc` with this layout (above).
+        unsafe { System.dealloc(ptr, layout) }
+    }
+}
+
+#[global_allocator]
+static GLOBAL: Counting = Counting;
+
+#[test]
+fn steady_state_allocates_nothing() {
+    // Park: a wake-up per batch exercises the whole wake path too.
+    for wait in [WaitStrategy::Park, WaitStrategy::default()] {
+        let batcher = Batcher::builder()
+            .max_batch_size(64)
+            .shards(1)
+            .max_delay(Duration::MAX)
+            .wait_strategy(wait)
+            .build(|batch: &mut Vec<u64>, _: &BatchInfo| {
+                std::hint::black_box(batch.iter().sum::<u64>());
+            })
+            .unwrap();
+        // Warm up: thread-locals, the flusher's first batches.
+        for i in 0..64 * 20 {
+            batcher.submit(i).unwrap();
+        }
+        while batcher.metrics().processed < 64 * 20 {
+            std::thread::yield_now();
+        }
+        let before = ALLOCS.load(Ordering::SeqCst);
+        let n = 64 * 2_000;
+        for i in 0..n {
+            batcher.submit(i).unwrap();
+        }
+        while batcher.metrics().processed < 64 * 20 + n {
+            std::thread::yield_now();
+        }
+        let allocs = ALLOCS.load(Ordering::SeqCst) - before;
+        let m = batcher.metrics();
+        assert!(m.batches() >= 2_000, "{m:?}");
+        assert_eq!(
+            allocs,
+            0,
+            "{wait:?}: {allocs} allocations for {n} items in {} batches",
+            m.batches()
+        );
+        batcher.shutdown();
+    }
+}
