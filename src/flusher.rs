@@ -14,6 +14,16 @@ use std::fmt;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::time::Duration;
 
+/// The shortest `max_delay` for which an idle flusher polls rather than
+/// sleeping until the next item wakes it.
+const MIN_POLL_NS: u64 = 100_000;
+/// Empty polls before an idle flusher sleeps until woken. Under loom, two:
+/// enough to model both paths with a bounded loop.
+#[cfg(not(loom))]
+const IDLE_POLLS: u32 = 64;
+#[cfg(loom)]
+const IDLE_POLLS: u32 = 2;
+
 /// The flusher's loop and everything only it touches.
 pub(crate) struct Engine<T, S: Storage<T>> {
     shared: Arc<Shared<T, S>>,
@@ -38,6 +48,8 @@ pub(crate) struct Engine<T, S: Storage<T>> {
     empty_at: u64,
     /// When the current spin phase began.
     spin_since: Option<u64>,
+    /// Consecutive idle polls since the last batch.
+    idle_polls: u32,
     next_start: usize,
     seq: u64,
     processed: u64,
@@ -77,6 +89,7 @@ impl<T: Send + 'static, S: Storage<T>> Engine<T, S> {
             oldest: None,
             empty_at: 0,
             spin_since: None,
+            idle_polls: 0,
             next_start: 0,
             seq: 0,
             processed: 0,
@@ -152,7 +165,18 @@ impl<T: Send + 'static, S: Storage<T>> Engine<T, S> {
                 self.oldest = None;
                 let now = shared.clock.now();
                 self.empty_at = now;
-                self.wait(None, 0, now);
+                // Recently busy: poll every `max_delay` instead of asking the
+                // next producer to wake us (an unpark costs the producer
+                // microseconds). An item that arrives is then dispatched at
+                // the next poll, within `max_delay` of its arrival. Idle for
+                // IDLE_POLLS polls: sleep until the first item wakes us.
+                let delay = shared.cfg.max_delay_ns;
+                if delay >= MIN_POLL_NS && delay != u64::MAX && self.idle_polls < IDLE_POLLS {
+                    self.idle_polls += 1;
+                    self.wait(Some(now.saturating_add(delay)), 0, now);
+                } else {
+                    self.wait(None, 0, now);
+                }
             }
         }
     }
@@ -249,6 +273,7 @@ impl<T: Send + 'static, S: Storage<T>> Engine<T, S> {
             return false;
         }
         self.spin_since = None;
+        self.idle_polls = 0;
         // Room appeared: wake producers blocked on a full shard.
         shared.signal.notify();
 
@@ -351,7 +376,7 @@ impl<T: Send + 'static, S: Storage<T>> Engine<T, S> {
     /// Publishes wake thresholds, announces `SLEEPING`, re-checks, parks.
     fn park(&mut self, deadline: Option<u64>, pending: u64) {
         let shared = Arc::clone(&self.shared);
-        self.set_thresholds(pending);
+        self.set_thresholds(pending, deadline);
         // SeqCst RMW: pairs with the producers' reservation CAS + SeqCst load
         // of `state` in `after_push`; also returns any FLUSH_REQ / CLOSED set
         // before it (same word, so no request is missed).
@@ -366,9 +391,12 @@ impl<T: Send + 'static, S: Storage<T>> Engine<T, S> {
 
     /// Wake thresholds with `sum(wake_at - count) <= room + shards - 1`,
     /// weighted by each shard's recent arrivals.
-    fn set_thresholds(&mut self, pending: u64) {
+    fn set_thresholds(&mut self, pending: u64, deadline: Option<u64>) {
         let n = self.counts.len() as u64;
-        if pending == 0 {
+        // With nothing pending and no deadline, the first item must wake us
+        // to start its time trigger; with a poll deadline, or with the time
+        // trigger off, only a full batch needs to.
+        if pending == 0 && deadline.is_none() && self.shared.cfg.max_delay_ns != u64::MAX {
             for i in 0..self.counts.len() {
                 self.wake_at[i] = self.counts[i] + 1;
             }

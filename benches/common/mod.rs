@@ -111,8 +111,10 @@ where
             })
         })
         .collect();
-    barrier.wait();
+    // The clock starts before the release: taken after it, a main thread
+    // descheduled at the barrier would start it after the work was done.
     let start = Instant::now();
+    barrier.wait();
     for h in handles {
         h.join().unwrap();
     }
