@@ -70,7 +70,14 @@ pub(crate) struct Config {
     pub(crate) resume_room: u64,
     pub(crate) backpressure: Backpressure,
     pub(crate) wait: WaitStrategy,
+    /// Empty polls before an idle flusher sleeps until the next item wakes
+    /// it (see `Engine::run_loop`).
+    pub(crate) idle_polls: u32,
 }
+
+/// Empty polls (one per `max_delay`) before an idle flusher sleeps until the
+/// next item wakes it.
+const IDLE_POLLS: u32 = 64;
 
 /// Builds a [`Batcher`].
 ///
@@ -117,6 +124,7 @@ pub struct Builder<T, S = ArrayStorage<T>> {
     thread_name: String,
     make_storage: Box<dyn Fn(usize) -> S>,
     on_error: Option<ErrorHook>,
+    idle_polls: u32,
     _items: PhantomData<fn(T)>,
 }
 
@@ -153,6 +161,7 @@ impl<T: Send + 'static> Builder<T> {
             thread_name: "microbatch-flusher".to_owned(),
             make_storage: Box::new(ArrayStorage::new),
             on_error: None,
+            idle_polls: IDLE_POLLS,
             _items: PhantomData,
         }
     }
@@ -218,6 +227,15 @@ impl<T: Send + 'static, S: Storage<T> + 'static> Builder<T, S> {
         self
     }
 
+    /// Loom models only: how many empty polls an idle flusher makes before
+    /// it sleeps until woken (default 64), so a model can reach either path.
+    #[cfg(loom)]
+    #[doc(hidden)]
+    pub fn idle_polls(mut self, n: u32) -> Self {
+        self.idle_polls = n;
+        self
+    }
+
     /// A storage of your own for each shard: `make(capacity)` is called once
     /// per shard and must return a storage of exactly that capacity.
     pub fn storage<S2, F>(self, make: F) -> Builder<T, S2>
@@ -235,6 +253,7 @@ impl<T: Send + 'static, S: Storage<T> + 'static> Builder<T, S> {
             thread_name: self.thread_name,
             make_storage: Box::new(make),
             on_error: self.on_error,
+            idle_polls: self.idle_polls,
             _items: PhantomData,
         }
     }
@@ -320,6 +339,7 @@ impl<T: Send + 'static, S: Storage<T> + 'static> Builder<T, S> {
             resume_room,
             backpressure: self.backpressure,
             wait: self.wait,
+            idle_polls: self.idle_polls,
         };
         Ok((shards, capacity, cfg))
     }

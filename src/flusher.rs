@@ -17,12 +17,6 @@ use std::time::Duration;
 /// The shortest `max_delay` for which an idle flusher polls rather than
 /// sleeping until the next item wakes it.
 const MIN_POLL_NS: u64 = 100_000;
-/// Empty polls before an idle flusher sleeps until woken. Under loom, two:
-/// enough to model both paths with a bounded loop.
-#[cfg(not(loom))]
-const IDLE_POLLS: u32 = 64;
-#[cfg(loom)]
-const IDLE_POLLS: u32 = 2;
 
 /// The flusher's loop and everything only it touches.
 pub(crate) struct Engine<T, S: Storage<T>> {
@@ -169,9 +163,12 @@ impl<T: Send + 'static, S: Storage<T>> Engine<T, S> {
                 // next producer to wake us (an unpark costs the producer
                 // microseconds). An item that arrives is then dispatched at
                 // the next poll, within `max_delay` of its arrival. Idle for
-                // IDLE_POLLS polls: sleep until the first item wakes us.
+                // `idle_polls` polls: sleep until the first item wakes us.
                 let delay = shared.cfg.max_delay_ns;
-                if delay >= MIN_POLL_NS && delay != u64::MAX && self.idle_polls < IDLE_POLLS {
+                if delay >= MIN_POLL_NS
+                    && delay != u64::MAX
+                    && self.idle_polls < shared.cfg.idle_polls
+                {
                     self.idle_polls += 1;
                     self.wait(Some(now.saturating_add(delay)), 0, now);
                 } else {

@@ -45,12 +45,26 @@ fn size_trigger_across_two_shards() {
     });
 }
 
+/// The flusher may already sleep until woken (no idle polls): the first
+/// item must wake it to start its time trigger.
 #[test]
 fn time_trigger_without_further_arrivals() {
-    model(|| {
+    time_trigger(0);
+}
+
+/// The flusher polls while idle (two polls here): the item is found by a
+/// poll or, after the polls, by the first-item wake.
+#[test]
+fn time_trigger_while_polling() {
+    time_trigger(2);
+}
+
+fn time_trigger(idle_polls: u32) {
+    model(move || {
         let seen = Seen::new();
         let batcher = builder(2, 2)
             .max_delay(Duration::from_millis(1))
+            .idle_polls(idle_polls)
             .build(recorder(&seen))
             .unwrap();
         batcher.submit(7).unwrap();
