@@ -14,6 +14,10 @@ use std::fmt;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::time::Duration;
 
+/// Pauses between two polls of a busy-spinning flusher.
+#[cfg(not(loom))]
+const POLL_PAUSES: u32 = 32;
+
 /// The shortest `max_delay` for which an idle flusher polls rather than
 /// sleeping until the next item wakes it.
 const MIN_POLL_NS: u64 = 100_000;
@@ -42,6 +46,8 @@ pub(crate) struct Engine<T, S: Storage<T>> {
     empty_at: u64,
     /// When the current spin phase began.
     spin_since: Option<u64>,
+    /// The spin phase's back-off.
+    spin: Backoff,
     /// Consecutive idle polls since the last batch.
     idle_polls: u32,
     next_start: usize,
@@ -83,6 +89,7 @@ impl<T: Send + 'static, S: Storage<T>> Engine<T, S> {
             oldest: None,
             empty_at: 0,
             spin_since: None,
+            spin: Backoff::new(),
             idle_polls: 0,
             next_start: 0,
             seq: 0,
@@ -270,6 +277,7 @@ impl<T: Send + 'static, S: Storage<T>> Engine<T, S> {
             return false;
         }
         self.spin_since = None;
+        self.spin.reset();
         self.idle_polls = 0;
         // Room appeared: wake producers blocked on a full shard.
         shared.signal.notify();
@@ -350,13 +358,20 @@ impl<T: Send + 'static, S: Storage<T>> Engine<T, S> {
         #[cfg(not(loom))]
         match self.shared.cfg.wait {
             WaitStrategy::BusySpin => {
-                sync::spin_hint();
+                // A burst of pauses between polls: polling the shard words
+                // back to back would pull their lines away from the producers
+                // on every submit.
+                for _ in 0..POLL_PAUSES {
+                    sync::spin_hint();
+                }
                 return;
             }
             WaitStrategy::SpinThenPark { spin } => {
                 let since = *self.spin_since.get_or_insert(now);
                 if now.saturating_sub(since) < crate::err::duration_to_nanos(spin) {
-                    sync::spin_hint();
+                    // Exponential pauses, then yields: on a machine with more
+                    // busy threads than cores the producers get the core.
+                    self.spin.snooze();
                     return;
                 }
             }
@@ -368,6 +383,7 @@ impl<T: Send + 'static, S: Storage<T>> Engine<T, S> {
         let _ = (now, self.shared.cfg.wait);
         self.park(deadline, pending);
         self.spin_since = None;
+        self.spin.reset();
     }
 
     /// Publishes wake thresholds, announces `SLEEPING`, re-checks, parks.
