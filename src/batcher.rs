@@ -49,6 +49,9 @@ pub(crate) const SLEEPING: u64 = 1;
 pub(crate) const FLUSH_REQ: u64 = 2;
 /// `state`: the batcher is closed; `ConsumerSide::closed_at` is final.
 pub(crate) const CLOSED: u64 = 4;
+/// `state`: `close` has begun (set before any shard refuses an item, so a
+/// submit refused as closed always finds `is_closed()` true).
+pub(crate) const CLOSING: u64 = 8;
 
 /// Low bit of a shard word: the shard is closed.
 pub(crate) const WORD_CLOSED: u64 = 1;
@@ -111,7 +114,7 @@ pub(crate) struct WakeSide {
 
 pub(crate) struct Shared<T, S> {
     pub(crate) shards: Box<[Shard<S>]>,
-    /// `SLEEPING | FLUSH_REQ | CLOSED`. Read by every producer after a
+    /// `SLEEPING | FLUSH_REQ | CLOSED | CLOSING`. Read by every producer after a
     /// threshold crossing; written only on sleep/wake/flush/close.
     pub(crate) state: CachePadded<AtomicU64>,
     pub(crate) wake: CachePadded<WakeSide>,
@@ -436,6 +439,7 @@ impl<T, S: Storage<T>> Shared<T, S> {
         if self.state.load(Ordering::SeqCst) & CLOSED != 0 {
             return;
         }
+        self.state.fetch_or(CLOSING, Ordering::SeqCst);
         for shard in self.shards.iter() {
             // SeqCst RMW: every reservation CAS is before or after this one;
             // the displaced count is exactly the set the final drain awaits.
@@ -454,7 +458,7 @@ impl<T, S: Storage<T>> Shared<T, S> {
     }
 
     pub(crate) fn is_closed(&self) -> bool {
-        self.state.load(Ordering::SeqCst) & CLOSED != 0
+        self.state.load(Ordering::SeqCst) & CLOSING != 0
     }
 
     fn flush_until(&self, deadline: Option<u64>) -> Result<(), FlushError> {
