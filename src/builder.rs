@@ -73,6 +73,8 @@ pub(crate) struct Config {
     /// Empty polls before an idle flusher sleeps until the next item wakes
     /// it (see `Engine::run_loop`).
     pub(crate) idle_polls: u32,
+    /// The flusher thread's name; the `batcher` label of exported metrics.
+    pub(crate) name: String,
 }
 
 /// Empty polls (one per `max_delay`) before an idle flusher sleeps until the
@@ -340,6 +342,7 @@ impl<T: Send + 'static, S: Storage<T> + 'static> Builder<T, S> {
             backpressure: self.backpressure,
             wait: self.wait,
             idle_polls: self.idle_polls,
+            name: self.thread_name.clone(),
         };
         Ok((shards, capacity, cfg))
     }

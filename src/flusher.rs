@@ -61,6 +61,8 @@ pub(crate) struct Engine<T, S: Storage<T>> {
     batches: [u64; 4],
     errors: u64,
     panics: u64,
+    #[cfg(feature = "metrics")]
+    exporter: Option<crate::export::Exporter>,
 }
 
 fn trigger_index(t: Trigger) -> usize {
@@ -102,6 +104,8 @@ impl<T: Send + 'static, S: Storage<T>> Engine<T, S> {
             batches: [0; 4],
             errors: 0,
             panics: 0,
+            #[cfg(feature = "metrics")]
+            exporter: None,
         }
     }
 
@@ -119,7 +123,15 @@ impl<T: Send + 'static, S: Storage<T>> Engine<T, S> {
         // by unwinding, which would be a bug of ours) mark the flusher done.
         let _exit = ExitGuard(&*shared);
         self.empty_at = shared.clock.now();
+        #[cfg(feature = "metrics")]
+        {
+            self.exporter = Some(crate::export::Exporter::new(&shared.cfg.name));
+        }
         self.run_loop();
+        #[cfg(feature = "metrics")]
+        if let Some(e) = &self.exporter {
+            e.publish(&shared.metrics());
+        }
     }
 
     fn run_loop(&mut self) {
@@ -349,6 +361,10 @@ impl<T: Send + 'static, S: Storage<T>> Engine<T, S> {
             shard.cons.processed.store(p, Ordering::SeqCst);
         }
         shared.signal.notify();
+        #[cfg(feature = "metrics")]
+        if let Some(e) = &self.exporter {
+            e.publish(&shared.metrics());
+        }
 
         if exhausted {
             // Everything still pending arrived after its shard was visited.

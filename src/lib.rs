@@ -6,6 +6,8 @@
 mod batcher;
 mod builder;
 mod err;
+#[cfg(feature = "metrics")]
+mod export;
 mod flusher;
 mod metrics;
 mod processor;

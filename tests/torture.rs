@@ -276,7 +276,10 @@ fn stress_random_configurations() {
         if plan.fault_every > 0 {
             faults += 1;
         }
-        assert!(started.elapsed() < BOUND * 30, "stress ran past its bound");
+        assert!(
+            soak.is_some() || started.elapsed() < BOUND * 6,
+            "stress ran past its bound"
+        );
     }
     println!(
         "stress: seed {seed}: {items} items in {runs} runs ({faults} with injected processor faults) in {:.1?}: nothing lost, nothing duplicated",
