@@ -131,7 +131,7 @@ pub(crate) struct Shared<T, S> {
 
 /// Why an item was refused, before it is wrapped in a public error.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Refusal {
+pub(crate) enum Refusal {
     Full,
     Timeout,
     Closed,
@@ -212,7 +212,7 @@ impl<T, S: Storage<T>> Shared<T, S> {
 
     /// The calling thread's shard.
     #[inline]
-    fn shard(&self) -> &Shard<S> {
+    pub(crate) fn shard(&self) -> &Shard<S> {
         let me = self.addr();
         let n = self.shards.len();
         let idx = sync::with_slots(|s| {
@@ -316,28 +316,43 @@ impl<T, S: Storage<T>> Shared<T, S> {
         }
     }
 
-    fn submit_one(&self, item: T, wait: Wait) -> Result<(), (Refusal, T)> {
+    /// One attempt on the calling thread's shard; refusals are not counted.
+    #[inline]
+    pub(crate) fn try_once(&self, item: T) -> Result<(), (Refusal, T)> {
         let shard = self.shard();
+        match self.try_reserve(shard, 1) {
+            Ok((n, _)) => {
+                self.push_reserved(shard, item);
+                self.after_push(shard, n + 1);
+                Ok(())
+            }
+            Err(r) => Err((r, item)),
+        }
+    }
+
+    #[inline]
+    fn submit_one(&self, mut item: T, wait: Wait) -> Result<(), (Refusal, T)> {
         loop {
-            match self.try_reserve(shard, 1) {
-                Ok((n, _)) => {
-                    self.push_reserved(shard, item);
-                    self.after_push(shard, n + 1);
-                    return Ok(());
-                }
-                Err(Refusal::Full) => {
-                    let r = self.refused_full(shard, wait);
-                    if let Err(r) = r {
-                        self.count(shard, r, 1);
+            match self.try_once(item) {
+                Ok(()) => return Ok(()),
+                Err((Refusal::Full, back)) => {
+                    item = back;
+                    if let Err(r) = self.refused_full(self.shard(), wait) {
+                        self.count(self.shard(), r, 1);
                         return Err((r, item));
                     }
                 }
-                Err(r) => {
-                    self.count(shard, r, 1);
-                    return Err((r, item));
+                Err((r, back)) => {
+                    self.count(self.shard(), r, 1);
+                    return Err((r, back));
                 }
             }
         }
+    }
+
+    /// Counts a refusal on the calling thread's shard.
+    pub(crate) fn count_refusal(&self, r: Refusal) {
+        self.count(self.shard(), r, 1);
     }
 
     fn submit_many(&self, items: &mut Vec<T>, wait: Wait) -> Result<(), SubmitManyError> {
@@ -400,19 +415,22 @@ impl<T, S: Storage<T>> Shared<T, S> {
     /// Waits until the shard has `resume_room` free slots (hysteresis: a
     /// producer retrying at the first free slot contends with the flusher's
     /// pops), the batcher closes, or the deadline passes.
-    fn wait_for_room(&self, shard: &Shard<S>, deadline: Option<u64>) -> Result<(), Refusal> {
+    /// `Some` once the shard has `resume_room` free slots (`Ok`) or is
+    /// closed (`Err`): the condition producers wait for.
+    pub(crate) fn room_ready(&self, shard: &Shard<S>) -> Option<Result<(), Refusal>> {
         let cap = self.cfg.capacity;
-        let resume = self.cfg.resume_room;
-        let ready = || {
-            // SeqCst loads: the re-check of the `Signal` protocol; pair with
-            // the flusher's SeqCst store of `popped` and `close`'s fetch_or.
-            let w = shard.prod.word.load(Ordering::SeqCst);
-            if w & WORD_CLOSED != 0 {
-                return Some(Err(Refusal::Closed));
-            }
-            let used = (w >> 1).saturating_sub(shard.cons.popped.load(Ordering::SeqCst));
-            (cap - used.min(cap) >= resume).then_some(Ok(()))
-        };
+        // SeqCst loads: the re-check of the `Signal` protocol; pair with the
+        // flusher's SeqCst store of `popped` and `close`'s fetch_or.
+        let w = shard.prod.word.load(Ordering::SeqCst);
+        if w & WORD_CLOSED != 0 {
+            return Some(Err(Refusal::Closed));
+        }
+        let used = (w >> 1).saturating_sub(shard.cons.popped.load(Ordering::SeqCst));
+        (cap - used.min(cap) >= self.cfg.resume_room).then_some(Ok(()))
+    }
+
+    fn wait_for_room(&self, shard: &Shard<S>, deadline: Option<u64>) -> Result<(), Refusal> {
+        let ready = || self.room_ready(shard);
         let backoff = Backoff::new();
         while !backoff.is_completed() {
             if let Some(r) = ready() {
@@ -461,7 +479,28 @@ impl<T, S: Storage<T>> Shared<T, S> {
         self.state.load(Ordering::SeqCst) & CLOSING != 0
     }
 
-    fn flush_until(&self, deadline: Option<u64>) -> Result<(), FlushError> {
+    /// Has every item counted in `snap` been processed?
+    pub(crate) fn flushed(&self, snap: &[u64]) -> bool {
+        self.shards
+            .iter()
+            .zip(snap)
+            .all(|(s, &t)| s.cons.processed.load(Ordering::SeqCst) >= t)
+    }
+
+    /// `Some` once a flush waiting for `snap` is over.
+    pub(crate) fn flush_ready(&self, snap: &[u64]) -> Option<Result<(), FlushError>> {
+        if self.flushed(snap) {
+            Some(Ok(()))
+        } else if self.status.load(Ordering::SeqCst) == DONE {
+            Some(Err(FlushError::Closed))
+        } else {
+            None
+        }
+    }
+
+    /// Snapshots the accepted counts and asks the flusher to reach them.
+    /// `Ok(None)`: already flushed.
+    pub(crate) fn request_flush(&self) -> Result<Option<Vec<u64>>, FlushError> {
         if self.on_flusher_thread() {
             return Err(FlushError::Reentrant);
         }
@@ -475,14 +514,8 @@ impl<T, S: Storage<T>> Shared<T, S> {
             }
             snap.push(w >> 1);
         }
-        let done = || {
-            self.shards
-                .iter()
-                .zip(&snap)
-                .all(|(s, &t)| s.cons.processed.load(Ordering::SeqCst) >= t)
-        };
-        if done() {
-            return Ok(());
+        if self.flushed(&snap) {
+            return Ok(None);
         }
         {
             let mut targets = self.flush_targets.lock().unwrap_or_else(|e| e.into_inner());
@@ -497,16 +530,15 @@ impl<T, S: Storage<T>> Shared<T, S> {
         }
         #[cfg(feature = "log")]
         log::debug!("microbatch: flush requested");
+        Ok(Some(snap))
+    }
+
+    fn flush_until(&self, deadline: Option<u64>) -> Result<(), FlushError> {
+        let Some(snap) = self.request_flush()? else {
+            return Ok(());
+        };
         self.signal
-            .wait(&self.clock, deadline, || {
-                if done() {
-                    Some(Ok(()))
-                } else if self.status.load(Ordering::SeqCst) == DONE {
-                    Some(Err(FlushError::Closed))
-                } else {
-                    None
-                }
-            })
+            .wait(&self.clock, deadline, || self.flush_ready(&snap))
             .unwrap_or(Err(FlushError::Timeout))
     }
 
@@ -619,6 +651,10 @@ impl<T, S: Storage<T>> fmt::Debug for Batcher<T, S> {
 impl<T, S: Storage<T>> Batcher<T, S> {
     pub(crate) fn new(shared: Arc<Shared<T, S>>, handle: Option<thread::JoinHandle<()>>) -> Self {
         Batcher { shared, handle }
+    }
+
+    pub(crate) fn shared(&self) -> &Shared<T, S> {
+        &self.shared
     }
 
     /// Submits an item under the configured [`Backpressure`] policy

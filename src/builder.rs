@@ -74,6 +74,7 @@ pub(crate) struct Config {
     /// it (see `Engine::run_loop`).
     pub(crate) idle_polls: u32,
     /// The flusher thread's name; the `batcher` label of exported metrics.
+    #[cfg_attr(not(feature = "metrics"), allow(dead_code))]
     pub(crate) name: String,
 }
 

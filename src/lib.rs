@@ -3,6 +3,7 @@
 #![deny(missing_docs, missing_debug_implementations)]
 #![warn(rust_2018_idioms, unreachable_pub)]
 
+mod asynch;
 mod batcher;
 mod builder;
 mod err;
@@ -13,7 +14,9 @@ mod metrics;
 mod processor;
 mod storage;
 mod sync;
+mod tracked;
 
+pub use asynch::{FlushFuture, SubmitFuture};
 pub use batcher::{Batcher, Closer};
 pub use builder::{
     Backpressure, Builder, WaitStrategy, WithFlusher, MAX_CAPACITY, MAX_QUEUE_BYTES, MAX_SHARDS,
@@ -25,3 +28,4 @@ pub use flusher::Flusher;
 pub use metrics::Metrics;
 pub use processor::{BatchInfo, BatchProcessor, Failure, ProcessError, ProcessOutcome, Trigger};
 pub use storage::{ArrayStorage, Storage};
+pub use tracked::{Job, JobError, JobResult, Ticket};

@@ -11,14 +11,14 @@
 #[cfg(not(loom))]
 pub(crate) use std::sync::atomic::{fence, AtomicU64, AtomicUsize, Ordering};
 #[cfg(not(loom))]
-pub(crate) use std::sync::{Arc, Condvar, Mutex};
+pub(crate) use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 #[cfg(not(loom))]
 pub(crate) use std::thread;
 
 #[cfg(loom)]
 pub(crate) use loom::sync::atomic::{fence, AtomicU64, AtomicUsize, Ordering};
 #[cfg(loom)]
-pub(crate) use loom::sync::{Arc, Condvar, Mutex};
+pub(crate) use loom::sync::{Arc, Condvar, Mutex, MutexGuard};
 #[cfg(loom)]
 pub(crate) use loom::thread;
 
@@ -212,7 +212,8 @@ pub(crate) fn available_parallelism() -> usize {
 #[derive(Debug)]
 pub(crate) struct Signal {
     waiters: AtomicUsize,
-    lock: Mutex<()>,
+    /// The wakers of async waiters; blocking waiters wait on `cv`.
+    lock: Mutex<Vec<std::task::Waker>>,
     cv: Condvar,
 }
 
@@ -220,7 +221,7 @@ impl Signal {
     pub(crate) fn new() -> Self {
         Signal {
             waiters: AtomicUsize::new(0),
-            lock: Mutex::new(()),
+            lock: Mutex::new(Vec::new()),
             cv: Condvar::new(),
         }
     }
@@ -280,14 +281,53 @@ impl Signal {
         out
     }
 
+    /// The async form of [`wait`](Signal::wait): registers (once, tracked by
+    /// `registered`) and checks `ready()` under the lock, leaving the task's
+    /// waker to be woken by the next `notify` if not ready. Call
+    /// [`deregister`](Signal::deregister) when done (ready or dropped).
+    pub(crate) fn poll_wait<R>(
+        &self,
+        cx: &mut std::task::Context<'_>,
+        registered: &mut bool,
+        mut ready: impl FnMut() -> Option<R>,
+    ) -> std::task::Poll<R> {
+        if !*registered {
+            // SeqCst RMW: pairs with the fence in `notify`, as in `wait`.
+            self.waiters.fetch_add(1, Ordering::SeqCst);
+            fence_after_rmw();
+            *registered = true;
+        }
+        let mut wakers = self.lock.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(r) = ready() {
+            drop(wakers);
+            self.deregister(registered);
+            return std::task::Poll::Ready(r);
+        }
+        if !wakers.iter().any(|w| w.will_wake(cx.waker())) {
+            wakers.push(cx.waker().clone());
+        }
+        std::task::Poll::Pending
+    }
+
+    /// Ends an async wait begun by [`poll_wait`](Signal::poll_wait).
+    pub(crate) fn deregister(&self, registered: &mut bool) {
+        if std::mem::take(registered) {
+            self.waiters.fetch_sub(1, Ordering::Release);
+        }
+    }
+
     /// Wakes every waiter if there are any. The caller has published its
     /// progress with `SeqCst` stores or RMWs before calling.
     pub(crate) fn notify(&self) {
         // SeqCst fence: pairs with the RMW on `waiters` in `wait`.
         fence(Ordering::SeqCst);
         if self.waiters.load(Ordering::SeqCst) > 0 {
-            let _guard = self.lock.lock().unwrap_or_else(|e| e.into_inner());
+            let mut guard = self.lock.lock().unwrap_or_else(|e| e.into_inner());
             self.cv.notify_all();
+            let wakers = std::mem::take(&mut *guard);
+            drop(guard);
+            // Woken outside the lock: a waker may run its task inline.
+            wakers.into_iter().for_each(std::task::Waker::wake);
         }
     }
 }

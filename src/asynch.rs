@@ -1,0 +1,179 @@
+//! The async edge: a submit that waits for room without blocking a thread,
+//! and an awaitable flush. Runtime-agnostic (plain `Future`s woken through
+//! `Waker`s); the flusher stays a dedicated OS thread and never runs on, or
+//! blocks, the caller's runtime.
+
+use crate::batcher::{Batcher, Refusal, Shared};
+use crate::err::{FlushError, SubmitError};
+use crate::storage::Storage;
+use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+/// The future of [`Batcher::submit_async`].
+///
+/// # Cancel safety
+///
+/// The item is accepted (or refused) inside a single `poll`, never between
+/// two, so dropping the future cannot lose an accepted item: if it resolved
+/// `Ok`, the item will be processed; if it is dropped before resolving, the
+/// item was never accepted and is dropped with the future (to keep it, loop
+/// on [`Batcher::try_submit`] yourself). Nothing leaks: the waker it
+/// registered is released.
+#[must_use = "futures do nothing unless polled"]
+pub struct SubmitFuture<'a, T, S: Storage<T>> {
+    shared: &'a Shared<T, S>,
+    item: Option<T>,
+    registered: bool,
+}
+
+impl<T, S: Storage<T>> fmt::Debug for SubmitFuture<'_, T, S> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SubmitFuture")
+            .field("pending", &self.item.is_some())
+            .finish()
+    }
+}
+
+// The item is never pinned: it is moved into the shard by value.
+impl<T, S: Storage<T>> Unpin for SubmitFuture<'_, T, S> {}
+
+impl<T, S: Storage<T>> Future for SubmitFuture<'_, T, S> {
+    type Output = Result<(), SubmitError<T>>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.get_mut();
+        let shared = this.shared;
+        loop {
+            let item = this
+                .item
+                .take()
+                .expect("SubmitFuture polled after completion");
+            let (refusal, item) = match shared.try_once(item) {
+                Ok(()) => {
+                    shared.signal.deregister(&mut this.registered);
+                    return Poll::Ready(Ok(()));
+                }
+                Err(e) => e,
+            };
+            if refusal == Refusal::Closed || shared.on_flusher_thread() {
+                // Closed, or the batcher's own processor (which cannot await
+                // anyway, being synchronous): no waiting.
+                shared.signal.deregister(&mut this.registered);
+                shared.count_refusal(refusal);
+                return Poll::Ready(Err(match refusal {
+                    Refusal::Closed => SubmitError::Closed(item),
+                    _ => SubmitError::Full(item),
+                }));
+            }
+            this.item = Some(item);
+            let shard = shared.shard();
+            match shared
+                .signal
+                .poll_wait(cx, &mut this.registered, || shared.room_ready(shard))
+            {
+                // Room, or closed: try again (a close is reported by the try).
+                Poll::Ready(_) => continue,
+                Poll::Pending => return Poll::Pending,
+            }
+        }
+    }
+}
+
+impl<T, S: Storage<T>> Drop for SubmitFuture<'_, T, S> {
+    fn drop(&mut self) {
+        self.shared.signal.deregister(&mut self.registered);
+    }
+}
+
+/// The future of [`Batcher::flush_async`].
+///
+/// The flush is requested, and its barrier fixed, when `flush_async` is
+/// called, not when the future is first polled. Dropping the future does not
+/// cancel the flush; it only stops waiting for it.
+#[must_use = "futures do nothing unless polled"]
+pub struct FlushFuture<'a, T, S: Storage<T>> {
+    shared: &'a Shared<T, S>,
+    state: Result<Option<Vec<u64>>, Option<FlushError>>,
+    registered: bool,
+}
+
+impl<T, S: Storage<T>> fmt::Debug for FlushFuture<'_, T, S> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("FlushFuture").finish_non_exhaustive()
+    }
+}
+
+impl<T, S: Storage<T>> Future for FlushFuture<'_, T, S> {
+    type Output = Result<(), FlushError>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.get_mut();
+        let shared = this.shared;
+        match &mut this.state {
+            Err(e) => Poll::Ready(Err(e.take().expect("FlushFuture polled after completion"))),
+            Ok(None) => Poll::Ready(Ok(())),
+            Ok(Some(snap)) => {
+                let snap = &*snap;
+                shared
+                    .signal
+                    .poll_wait(cx, &mut this.registered, || shared.flush_ready(snap))
+            }
+        }
+    }
+}
+
+impl<T, S: Storage<T>> Drop for FlushFuture<'_, T, S> {
+    fn drop(&mut self) {
+        self.shared.signal.deregister(&mut self.registered);
+    }
+}
+
+impl<T, S: Storage<T>> Batcher<T, S> {
+    /// Submits an item, waiting for room without blocking the thread: the
+    /// task is woken when the flusher frees room (or the batcher closes).
+    /// Whatever the configured policy, a full shard means waiting; put a
+    /// timeout around it with your runtime if you need one (see
+    /// [`SubmitFuture`] for what dropping it does).
+    ///
+    /// # Errors
+    ///
+    /// `Closed(item)` once the batcher is closed.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use microbatch::{Batcher, BatchInfo};
+    ///
+    /// let batcher = Batcher::builder()
+    ///     .build(|batch: &mut Vec<u32>, _: &BatchInfo| batch.clear())
+    ///     .unwrap();
+    /// futures::executor::block_on(async {
+    ///     batcher.submit_async(1).await.unwrap();
+    ///     batcher.flush_async().await.unwrap();
+    /// });
+    /// assert_eq!(batcher.shutdown().processed, 1);
+    /// ```
+    pub fn submit_async(&self, item: T) -> SubmitFuture<'_, T, S> {
+        SubmitFuture {
+            shared: self.shared(),
+            item: Some(item),
+            registered: false,
+        }
+    }
+
+    /// [`flush`](Batcher::flush) as a future: resolves once every item whose
+    /// submit returned `Ok` before this call has been processed.
+    ///
+    /// # Errors
+    ///
+    /// As `flush`: `Closed`, or `Reentrant` from the batcher's own processor.
+    pub fn flush_async(&self) -> FlushFuture<'_, T, S> {
+        FlushFuture {
+            shared: self.shared(),
+            state: self.shared().request_flush().map_err(Some),
+            registered: false,
+        }
+    }
+}
