@@ -12,6 +12,64 @@
 //! runs 10 ms per cell, to check that it works.
 
 use microbatch::{BatchInfo, Batcher, WaitStrategy};
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+/// Counts allocations, for the steady-state section.
+struct Counting;
+
+static ALLOCS: AtomicU64 = AtomicU64::new(0);
+
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        ALLOCS.fetch_add(1, Ordering::Relaxed);
+        // SAFETY: forwards the caller's layout unchanged to the system
+        // allocator, whose contract is the one implemented here.
+        unsafe { System.alloc(layout) }
+    }
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        // SAFETY: `ptr` came from `System.alloc` with this layout (above).
+        unsafe { System.dealloc(ptr, layout) }
+    }
+}
+
+#[global_allocator]
+static GLOBAL: Counting = Counting;
+
+/// Two producers, default configuration: flusher wake-ups per batch and
+/// allocations per item once warm.
+fn steady_state(per_producer: u64) -> (f64, f64, u64, u64) {
+    let batcher = Batcher::builder()
+        .build(|batch: &mut Vec<u64>, _: &BatchInfo| {
+            std::hint::black_box(batch.iter().sum::<u64>());
+        })
+        .unwrap();
+    let run = |n: u64| {
+        std::thread::scope(|s| {
+            for p in 0..2u64 {
+                let b = &batcher;
+                s.spawn(move || (0..n).for_each(|i| b.submit(p * n + i).unwrap()));
+            }
+        });
+        batcher.flush().unwrap();
+    };
+    run(per_producer / 10); // warm-up: threads' first use, buffers
+    let before_m = batcher.metrics();
+    let before = ALLOCS.load(Ordering::SeqCst);
+    run(per_producer);
+    let allocs = ALLOCS.load(Ordering::SeqCst) - before;
+    let m = batcher.shutdown();
+    let batches = m.batches() - before_m.batches();
+    let wakeups = m.flusher_wakeups - before_m.flusher_wakeups;
+    // The scoped threads themselves allocate (stacks, names): counted, and
+    // reported as is, per item.
+    (
+        wakeups as f64 / batches as f64,
+        allocs as f64 / (2 * per_producer) as f64,
+        batches,
+        allocs,
+    )
+}
 use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
@@ -181,6 +239,12 @@ fn main() {
             println!("| {period:?} | {name} | {p50:.1?} | {p99:.1?} | {p999:.1?} | {max:.1?} |");
         }
     }
+    let (wakes, allocs_per_item, batches, allocs) =
+        steady_state(if full { 2_000_000 } else { 20_000 });
+    println!(
+        "\nsteady state, 2 producers, default configuration: {wakes:.3} flusher wake-ups per batch ({batches} batches); \
+         {allocs} allocations in all ({allocs_per_item:.2e} per item; spawning the two producer threads included)"
+    );
     let rounds = if full { 20 } else { 2 };
     let [p50, p99, _, max] = percentiles(idle_overshoot(rounds));
     println!("\nidle item, default max_delay 1 ms, {rounds} rounds: dispatched max_delay + {p50:.1?} (median), + {max:.1?} (max); p99 {p99:.1?}");

@@ -324,6 +324,8 @@ impl<T, S: Storage<T>> Shared<T, S> {
             Ok((n, _)) => {
                 self.push_reserved(shard, item);
                 self.after_push(shard, n + 1);
+                #[cfg(feature = "log")]
+                log::trace!("microbatch: appended item {} to a shard", n + 1);
                 Ok(())
             }
             Err(r) => Err((r, item)),
@@ -668,18 +670,33 @@ impl<T, S: Storage<T>> Batcher<T, S> {
     /// `BlockTimeout`.
     #[inline]
     pub fn submit(&self, item: T) -> Result<(), SubmitError<T>> {
-        let wait = match self.shared.cfg.backpressure {
-            Backpressure::Block => Wait::Until(None),
-            Backpressure::BlockTimeout(d) => Wait::Until(self.shared.deadline_after(d)),
-            Backpressure::Reject => Wait::Never,
+        // The fast path is one attempt; policy, clock and counters only on
+        // a refusal.
+        match self.shared.try_once(item) {
+            Ok(()) => Ok(()),
+            Err((r, item)) => self.submit_refused(r, item),
+        }
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn submit_refused(&self, r: Refusal, item: T) -> Result<(), SubmitError<T>> {
+        let result = if r == Refusal::Full {
+            let wait = match self.shared.cfg.backpressure {
+                Backpressure::Block => Wait::Until(None),
+                Backpressure::BlockTimeout(d) => Wait::Until(self.shared.deadline_after(d)),
+                Backpressure::Reject => Wait::Never,
+            };
+            self.shared.submit_one(item, wait)
+        } else {
+            self.shared.count_refusal(r);
+            Err((r, item))
         };
-        self.shared
-            .submit_one(item, wait)
-            .map_err(|(r, item)| match r {
-                Refusal::Full => SubmitError::Full(item),
-                Refusal::Timeout => SubmitError::Timeout(item),
-                Refusal::Closed => SubmitError::Closed(item),
-            })
+        result.map_err(|(r, item)| match r {
+            Refusal::Full => SubmitError::Full(item),
+            Refusal::Timeout => SubmitError::Timeout(item),
+            Refusal::Closed => SubmitError::Closed(item),
+        })
     }
 
     /// Submits an item if its shard has room now; never blocks.
@@ -689,12 +706,20 @@ impl<T, S: Storage<T>> Batcher<T, S> {
     /// `Full(item)` or `Closed(item)`.
     #[inline]
     pub fn try_submit(&self, item: T) -> Result<(), TrySubmitError<T>> {
-        self.shared
-            .submit_one(item, Wait::Never)
-            .map_err(|(r, item)| match r {
-                Refusal::Closed => TrySubmitError::Closed(item),
-                _ => TrySubmitError::Full(item),
-            })
+        match self.shared.try_once(item) {
+            Ok(()) => Ok(()),
+            Err((r, item)) => Err(self.try_refused(r, item)),
+        }
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn try_refused(&self, r: Refusal, item: T) -> TrySubmitError<T> {
+        self.shared.count_refusal(r);
+        match r {
+            Refusal::Closed => TrySubmitError::Closed(item),
+            _ => TrySubmitError::Full(item),
+        }
     }
 
     /// Submits an item, waiting at most `timeout` for room, whatever the
