@@ -477,6 +477,22 @@ impl<T, S: Storage<T>> Shared<T, S> {
         log::debug!("microbatch: closed");
     }
 
+    /// Reopens intake after a close whose drain has finished (a user-run
+    /// flusher starting again). Shard bits are cleared before `CLOSING`, so
+    /// a submit refused as closed still finds `is_closed()` true.
+    pub(crate) fn reopen(&self) {
+        let _guard = self.close_lock.lock().unwrap_or_else(|e| e.into_inner());
+        if self.state.load(Ordering::SeqCst) & CLOSED == 0 {
+            return;
+        }
+        for shard in self.shards.iter() {
+            shard.prod.word.fetch_and(!WORD_CLOSED, Ordering::SeqCst);
+        }
+        self.state.fetch_and(!(CLOSED | CLOSING), Ordering::SeqCst);
+        #[cfg(feature = "log")]
+        log::debug!("microbatch: reopened");
+    }
+
     pub(crate) fn is_closed(&self) -> bool {
         self.state.load(Ordering::SeqCst) & CLOSING != 0
     }

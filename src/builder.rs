@@ -269,7 +269,7 @@ impl<T: Send + 'static, S: Storage<T> + 'static> Builder<T, S> {
     /// A [`BuildError`] naming the first invalid value, or the spawn failure.
     pub fn build<P: BatchProcessor<T>>(self, processor: P) -> Result<Batcher<T, S>, BuildError> {
         let name = self.thread_name.clone();
-        let (shared, engine) = self.prepare(Box::new(processor))?;
+        let (shared, mut engine) = self.prepare(Box::new(processor))?;
         let handle = sync::thread::Builder::new()
             .name(name)
             .spawn(move || engine.run())

@@ -114,7 +114,7 @@ impl<T: Send + 'static, S: Storage<T>> Engine<T, S> {
     }
 
     /// Runs until the batcher is closed and drained.
-    pub(crate) fn run(mut self) {
+    pub(crate) fn run(&mut self) {
         let shared = Arc::clone(&self.shared);
         *shared.wake.thread.lock().unwrap_or_else(|e| e.into_inner()) = Some(thread::current());
         shared.status.store(RUNNING, Ordering::SeqCst);
@@ -532,8 +532,9 @@ impl<T, S: Storage<T>> Drop for ExitGuard<'_, T, S> {
 /// [`run`](Flusher::run) processes batches until the batcher is closed
 /// (by [`Batcher::close`](crate::Batcher::close), a [`Closer`](crate::Closer),
 /// `shutdown` or drop) and everything accepted is processed — the Go
-/// original's `Start(ctx)`, with the close as the cancel signal. A second
-/// run is impossible by construction (`run` takes `self`).
+/// original's `Start(ctx)`, with the close as the cancel signal. Two runs at
+/// once are impossible by construction (`run` takes `&mut self`); running
+/// again after a run ended reopens the batcher (the Go original's restart).
 ///
 /// Dropping a `Flusher` that never ran closes the batcher and processes what
 /// was queued on the dropping thread, so nothing accepted is lost (unless the
@@ -546,20 +547,29 @@ impl<T, S: Storage<T>> Drop for ExitGuard<'_, T, S> {
 /// ```
 /// use microbatch::{Batcher, BatchInfo};
 ///
-/// let (batcher, flusher) = Batcher::builder()
+/// let (batcher, mut flusher) = Batcher::builder()
 ///     .build_with_flusher(|batch: &mut Vec<u64>, _: &BatchInfo| batch.clear())
 ///     .unwrap();
 /// let closer = batcher.closer();
-/// let worker = std::thread::spawn(move || flusher.run());
+/// let worker = std::thread::spawn(move || (flusher.run(), flusher));
 /// for i in 0..10 {
 ///     batcher.submit(i).unwrap();
 /// }
 /// closer.close();
-/// let report = worker.join().unwrap();
+/// let (report, mut flusher) = worker.join().unwrap();
 /// assert_eq!(report.processed, 10);
+/// assert!(batcher.submit(10).is_err(), "closed");
+///
+/// // Start again: intake reopens until the next close.
+/// let worker = std::thread::spawn(move || flusher.run());
+/// # while batcher.is_closed() { std::thread::yield_now(); }
+/// batcher.submit(10).unwrap();
+/// closer.close();
+/// assert_eq!(worker.join().unwrap().processed, 11);
 /// ```
 pub struct Flusher<T: Send + 'static, S: Storage<T> = ArrayStorage<T>> {
     engine: Option<Engine<T, S>>,
+    runs: u64,
 }
 
 impl<T: Send + 'static, S: Storage<T>> fmt::Debug for Flusher<T, S> {
@@ -572,24 +582,38 @@ impl<T: Send + 'static, S: Storage<T>> Flusher<T, S> {
     pub(crate) fn new(engine: Engine<T, S>) -> Self {
         Flusher {
             engine: Some(engine),
+            runs: 0,
         }
     }
 
     /// Runs the flusher loop on the calling thread until the batcher is
-    /// closed and drained; returns the final counters.
-    pub fn run(mut self) -> Metrics {
-        let engine = self.engine.take().expect("a Flusher runs once");
-        let shared = Arc::clone(engine.shared());
+    /// closed and drained; returns the counters at that point.
+    ///
+    /// Running it again after a run has ended (the Go original's `Start`
+    /// after a cancelled context) reopens the batcher's intake first: submits
+    /// are accepted again until the next close. A batcher closed before its
+    /// flusher ever ran is drained, not reopened.
+    pub fn run(&mut self) -> Metrics {
+        let engine = self
+            .engine
+            .as_mut()
+            .expect("the engine is present until drop");
+        if self.runs > 0 {
+            engine.shared().reopen();
+        }
+        self.runs += 1;
         engine.run();
-        shared.metrics()
+        engine.shared().metrics()
     }
 }
 
 impl<T: Send + 'static, S: Storage<T>> Drop for Flusher<T, S> {
     fn drop(&mut self) {
-        if let Some(engine) = self.engine.take() {
+        if let Some(mut engine) = self.engine.take() {
             engine.shared().close();
             if !thread::panicking() {
+                // Drains what a never-run flusher left queued; after a run
+                // the batcher is closed and drained, and this returns at once.
                 engine.run();
             }
         }

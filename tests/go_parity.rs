@@ -57,7 +57,7 @@ fn time_trigger_with_one_ms_interval() {
 #[test]
 fn submit_after_stop_is_refused_with_the_item() {
     let (p, rx) = channel_processor::<String>();
-    let (batcher, flusher) = Batcher::builder().build_with_flusher(p).unwrap();
+    let (batcher, mut flusher) = Batcher::builder().build_with_flusher(p).unwrap();
     batcher.submit("before start".to_string()).unwrap();
     let closer = batcher.closer();
     let runner = std::thread::spawn(move || flusher.run());
@@ -133,4 +133,50 @@ fn options_take_effect_in_any_order() {
     // Dropping a flusher that never ran processes what was queued.
     drop(flusher);
     assert_eq!(recv_items(&rx, 1, "the flusher's drop")[0].0, 1);
+}
+
+/// Go: "a second Start while running gives ErrSameRunningState; Start can be
+/// called again after a cancel". Here two runs at once are impossible
+/// (`run` takes `&mut self`), and running again after a close reopens
+/// intake; nothing accepted in either run is lost.
+#[test]
+fn restart_after_a_clean_stop() {
+    let (p, rx) = channel_processor::<u32>();
+    let (batcher, mut flusher) = Batcher::builder()
+        .max_batch_size(2)
+        .build_with_flusher(p)
+        .unwrap();
+    let closer = batcher.closer();
+    let runner = std::thread::spawn(move || {
+        let first = flusher.run();
+        (first, flusher)
+    });
+    for i in 0..5 {
+        batcher.submit(i).unwrap();
+    }
+    closer.close();
+    let (first, mut flusher) = runner.join().unwrap();
+    assert_eq!(first.processed, 5);
+    assert!(
+        batcher.submit(99).unwrap_err().is_closed(),
+        "stopped: refused"
+    );
+
+    let runner = std::thread::spawn(move || flusher.run());
+    let t = std::time::Instant::now();
+    while batcher.is_closed() {
+        assert!(t.elapsed() < BOUND, "the second run never reopened intake");
+        std::thread::yield_now();
+    }
+    for i in 5..10 {
+        batcher.submit(i).unwrap();
+    }
+    closer.close();
+    let second = runner.join().unwrap();
+    assert_eq!(second.processed, 10);
+    let got: Vec<u32> = recv_items(&rx, 10, "both runs' items")
+        .into_iter()
+        .map(|(x, _)| x)
+        .collect();
+    assert_eq!(got, (0..10).collect::<Vec<_>>());
 }

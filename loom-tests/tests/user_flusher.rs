@@ -10,7 +10,7 @@ use microbatch_loom_tests::{builder, model, recorder, Seen};
 fn user_run_flusher() {
     model(|| {
         let seen = Seen::new();
-        let (batcher, flusher) = builder(2, 2).build_with_flusher(recorder(&seen)).unwrap();
+        let (batcher, mut flusher) = builder(2, 2).build_with_flusher(recorder(&seen)).unwrap();
         let runner = thread::spawn(move || flusher.run());
         let ok = batcher.try_submit(1).is_ok();
         assert!(ok, "intake is open before and while the flusher runs");
@@ -22,5 +22,40 @@ fn user_run_flusher() {
         // still queued in the report, never lost.
         assert_eq!(report.processed + report.queue_depth, 1);
         assert_eq!(final_report.processed, 1);
+    });
+}
+
+/// Restart (the Go `Start` after a cancelled context): the flusher runs,
+/// is stopped by a close, runs again and reopens intake, and is stopped
+/// again. Every accepted item is processed once, across both runs; a submit
+/// refused as closed always finds `is_closed()` true.
+#[test]
+fn user_run_flusher_restarts() {
+    model(|| {
+        let seen = Seen::new();
+        let (batcher, mut flusher) = builder(2, 2).build_with_flusher(recorder(&seen)).unwrap();
+        let runner = thread::spawn(move || {
+            let first = flusher.run();
+            let second = flusher.run();
+            (first, second)
+        });
+        let mut accepted = Vec::new();
+        if batcher.try_submit(1).is_ok() {
+            accepted.push(1);
+        }
+        batcher.close();
+        // Wait for the second run to reopen intake.
+        while batcher.is_closed() {
+            thread::yield_now();
+        }
+        match batcher.try_submit(2) {
+            Ok(()) => accepted.push(2),
+            Err(e) => assert!(!e.is_closed() || batcher.is_closed()),
+        }
+        batcher.close();
+        let (first, second) = runner.join().unwrap();
+        assert_eq!(seen.values(), accepted);
+        assert!(first.processed <= second.processed);
+        assert_eq!(second.processed, accepted.len() as u64);
     });
 }
