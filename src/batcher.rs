@@ -34,7 +34,7 @@ use crate::err::{
     duration_to_nanos, FlushError, SubmitError, SubmitManyError, SubmitTimeoutError, TrySubmitError,
 };
 use crate::metrics::Metrics;
-use crate::storage::{ArrayStorage, Storage};
+use crate::storage::{RingStorage, Storage};
 use crate::sync::{
     self, thread, Arc, AtomicU64, AtomicUsize, Backoff, Clock, Mutex, Ordering, Signal,
 };
@@ -270,10 +270,10 @@ impl<T, S: Storage<T>> Shared<T, S> {
 
     /// Pushes an item whose slot is reserved.
     #[inline]
-    fn push_reserved(&self, shard: &Shard<S>, item: T) {
+    fn push_reserved(&self, shard: &Shard<S>, index: u64, item: T) {
         let mut item = item;
         loop {
-            match shard.storage.push(item) {
+            match shard.storage.push_indexed(index, item) {
                 Ok(()) => return,
                 // Only a storage that breaks its contract (refusing below its
                 // capacity) gets here: wait for the flusher to pop.
@@ -322,7 +322,7 @@ impl<T, S: Storage<T>> Shared<T, S> {
         let shard = self.shard();
         match self.try_reserve(shard, 1) {
             Ok((n, _)) => {
-                self.push_reserved(shard, item);
+                self.push_reserved(shard, n, item);
                 self.after_push(shard, n + 1);
                 #[cfg(feature = "log")]
                 log::trace!("microbatch: appended item {} to a shard", n + 1);
@@ -362,8 +362,8 @@ impl<T, S: Storage<T>> Shared<T, S> {
         while !items.is_empty() {
             match self.try_reserve(shard, items.len() as u64) {
                 Ok((n, granted)) => {
-                    for item in items.drain(..granted as usize) {
-                        self.push_reserved(shard, item);
+                    for (k, item) in items.drain(..granted as usize).enumerate() {
+                        self.push_reserved(shard, n + k as u64, item);
                     }
                     self.after_push(shard, n + granted);
                 }
@@ -641,7 +641,7 @@ impl<T, S: Storage<T>> Shared<T, S> {
 /// assert_eq!(report.processed, 4000);
 /// assert_eq!(total.load(Ordering::Relaxed), (0..4000).sum::<u64>());
 /// ```
-pub struct Batcher<T, S = ArrayStorage<T>>
+pub struct Batcher<T, S = RingStorage<T>>
 where
     S: Storage<T>,
 {

@@ -4,7 +4,7 @@ use crate::batcher::{Batcher, Shared};
 use crate::err::{duration_to_nanos, BuildError};
 use crate::flusher::{Engine, Flusher};
 use crate::processor::{BatchInfo, BatchProcessor, ErrorHook, Failure};
-use crate::storage::{ArrayStorage, Storage};
+use crate::storage::{RingStorage, Storage};
 use crate::sync::{self, Arc};
 use std::fmt;
 use std::marker::PhantomData;
@@ -20,7 +20,7 @@ pub const MAX_CAPACITY: usize = 1 << 24;
 pub const MAX_QUEUE_BYTES: usize = 1 << 40;
 
 /// A batcher and the flusher that is to run it on a thread of your own.
-pub type WithFlusher<T, S = ArrayStorage<T>> = (Batcher<T, S>, Flusher<T, S>);
+pub type WithFlusher<T, S = RingStorage<T>> = (Batcher<T, S>, Flusher<T, S>);
 
 type Prepared<T, S> = (Arc<Shared<T, S>>, Engine<T, S>);
 
@@ -96,7 +96,7 @@ const IDLE_POLLS: u32 = 64;
 /// | `backpressure` | [`Backpressure::Block`] |
 /// | `wait_strategy` | [`WaitStrategy::SpinThenPark`] with a 50 µs spin |
 /// | `thread_name` | `"microbatch-flusher"` |
-/// | `storage` | [`ArrayStorage`] (`crossbeam_queue::ArrayQueue`) |
+/// | `storage` | [`RingStorage`] (slots numbered by the batcher; [`ArrayStorage`](crate::ArrayStorage) for `crossbeam_queue::ArrayQueue`) |
 ///
 /// # Examples
 ///
@@ -117,7 +117,7 @@ const IDLE_POLLS: u32 = 64;
 /// batcher.submit("hello".to_string()).unwrap();
 /// batcher.shutdown();
 /// ```
-pub struct Builder<T, S = ArrayStorage<T>> {
+pub struct Builder<T, S = RingStorage<T>> {
     max_batch_size: usize,
     max_delay: Duration,
     shards: Option<usize>,
@@ -162,7 +162,7 @@ impl<T: Send + 'static> Builder<T> {
             backpressure: Backpressure::Block,
             wait: WaitStrategy::default(),
             thread_name: "microbatch-flusher".to_owned(),
-            make_storage: Box::new(ArrayStorage::new),
+            make_storage: Box::new(RingStorage::new),
             on_error: None,
             idle_polls: IDLE_POLLS,
             _items: PhantomData,

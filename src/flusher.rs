@@ -6,7 +6,7 @@ use crate::batcher::{Shared, CLOSED, DONE, FLUSH_REQ, RUNNING, SLEEPING};
 use crate::builder::WaitStrategy;
 use crate::metrics::Metrics;
 use crate::processor::{panic_message, BatchInfo, BatchProcessor, ErrorHook, Failure, Trigger};
-use crate::storage::{ArrayStorage, Storage};
+use crate::storage::{RingStorage, Storage};
 #[cfg(not(loom))]
 use crate::sync;
 use crate::sync::{fence, thread, Arc, Backoff, Ordering};
@@ -265,7 +265,8 @@ impl<T: Send + 'static, S: Storage<T>> Engine<T, S> {
             // rather than dispatch a short batch and strand it.
             let counted = self.counts[i];
             while self.buf.len() < b {
-                match shard.storage.pop() {
+                let next = self.popped[i] + (self.buf.len() - before) as u64;
+                match shard.storage.pop_indexed(next) {
                     Some(item) => self.buf.push(item),
                     None if self.popped[i] + (self.buf.len() - before) as u64 >= counted => break,
                     None => {
@@ -567,7 +568,7 @@ impl<T, S: Storage<T>> Drop for ExitGuard<'_, T, S> {
 /// closer.close();
 /// assert_eq!(worker.join().unwrap().processed, 11);
 /// ```
-pub struct Flusher<T: Send + 'static, S: Storage<T> = ArrayStorage<T>> {
+pub struct Flusher<T: Send + 'static, S: Storage<T> = RingStorage<T>> {
     engine: Option<Engine<T, S>>,
     runs: u64,
 }

@@ -1,5 +1,6 @@
 #![doc = include_str!("../README.md")]
-#![forbid(unsafe_code)]
+#![deny(unsafe_code, unsafe_op_in_unsafe_fn)]
+#![warn(clippy::undocumented_unsafe_blocks)]
 #![deny(missing_docs, missing_debug_implementations)]
 #![warn(rust_2018_idioms, unreachable_pub)]
 
@@ -12,6 +13,7 @@ mod export;
 mod flusher;
 mod metrics;
 mod processor;
+mod ring;
 mod storage;
 mod sync;
 mod tracked;
@@ -27,5 +29,5 @@ pub use err::{
 pub use flusher::Flusher;
 pub use metrics::Metrics;
 pub use processor::{BatchInfo, BatchProcessor, Failure, ProcessError, ProcessOutcome, Trigger};
-pub use storage::{ArrayStorage, Storage};
+pub use storage::{ArrayStorage, RingStorage, Storage};
 pub use tracked::{Job, JobError, JobResult, Ticket};

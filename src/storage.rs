@@ -3,6 +3,8 @@
 use crate::sync::ShardQueue;
 use std::fmt;
 
+pub use crate::ring::RingStorage;
+
 /// The queue behind one shard.
 ///
 /// The Go original's `BatchStorage` had `Size`, `Append`, `GetAll` and
@@ -70,9 +72,32 @@ pub trait Storage<T>: Send + Sync {
     }
     /// How many items it can hold.
     fn capacity(&self) -> usize;
+
+    /// Appends the item the batcher numbered `index` (0, 1, 2, ... per
+    /// shard; at most `capacity()` ahead of the pops). A storage that can
+    /// use the numbering (like [`RingStorage`]) saves an atomic operation per
+    /// item; the default ignores it and calls [`push`](Storage::push).
+    #[inline]
+    fn push_indexed(&self, index: u64, item: T) -> Result<(), T> {
+        let _ = index;
+        self.push(item)
+    }
+
+    /// Takes the item numbered `index`, the next one the batcher expects
+    /// (`None` if it is not there yet). The default ignores the number and
+    /// calls [`pop`](Storage::pop).
+    #[inline]
+    fn pop_indexed(&self, index: u64) -> Option<T> {
+        let _ = index;
+        self.pop()
+    }
 }
 
-/// The default storage: a bounded lock-free `crossbeam_queue::ArrayQueue`.
+/// A bounded lock-free `crossbeam_queue::ArrayQueue`: a general-purpose MPMC
+/// queue, usable on its own. The batcher's default is [`RingStorage`], which
+/// uses the batcher's slot numbering to save the queue's own atomic
+/// operation per item; choose this one with
+/// `.storage(ArrayStorage::new)`.
 pub struct ArrayStorage<T> {
     queue: ShardQueue<T>,
 }

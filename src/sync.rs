@@ -41,6 +41,26 @@ pub(crate) fn fence_after_rmw() {
     fence(Ordering::SeqCst);
 }
 
+/// An `UnsafeCell` with loom's closure API, so loom can check every access
+/// to a ring slot for data races.
+#[cfg(not(loom))]
+#[derive(Debug)]
+pub(crate) struct UnsafeSlot<T>(std::cell::UnsafeCell<T>);
+
+#[cfg(not(loom))]
+impl<T> UnsafeSlot<T> {
+    pub(crate) fn new(v: T) -> Self {
+        UnsafeSlot(std::cell::UnsafeCell::new(v))
+    }
+    #[inline(always)]
+    pub(crate) fn with_mut<R>(&self, f: impl FnOnce(*mut T) -> R) -> R {
+        f(self.0.get())
+    }
+}
+
+#[cfg(loom)]
+pub(crate) use loom::cell::UnsafeCell as UnsafeSlot;
+
 /// A spin hint in a wait loop; a `yield_now` under loom so that the model
 /// lets the awaited thread run.
 #[inline]

@@ -1,0 +1,168 @@
+//! The default shard storage: a ring whose slots are numbered by the
+//! batcher's own reservations.
+//!
+//! A submit already reserves slot number `n` with one `SeqCst` CAS on its
+//! shard's word (`batcher::Shared::try_reserve`), admitted only while
+//! `n - popped < capacity`. So the ring needs no atomic read-modify-write of
+//! its own: the producer writes slot `n % capacity` and publishes it with a
+//! release store of its stamp (`n + 1`); the single consumer (the flusher)
+//! reads slot `popped % capacity` once its stamp says `popped + 1`. Slot
+//! reuse is safe because the producer of `n` has acquired a `popped`
+//! greater than `n - capacity`, which the flusher stored after reading the
+//! previous occupant.
+//!
+//! This is the only module with `unsafe` code: two accesses to a slot's
+//! value cell, each justified below; under loom the cells are loom's, so the
+//! models check them for data races.
+#![allow(unsafe_code)]
+
+use crate::storage::Storage;
+use crate::sync::{AtomicU64, Ordering, UnsafeSlot};
+use std::fmt;
+use std::mem::MaybeUninit;
+
+struct Slot<T> {
+    /// `index + 1` once item `index` is written; 0 while never written.
+    stamp: AtomicU64,
+    value: UnsafeSlot<MaybeUninit<T>>,
+}
+
+/// The batcher's default shard storage: a ring filled in the order of the
+/// batcher's reservations, one release store per item and no atomic
+/// read-modify-write of its own.
+///
+/// It is only usable inside a batcher: its plain [`Storage::push`] refuses
+/// every item (there is no number to place it by), and items are placed by
+/// [`Storage::push_indexed`], which the batcher calls. For a stand-alone
+/// queue use [`ArrayStorage`](crate::ArrayStorage).
+pub struct RingStorage<T> {
+    slots: Box<[Slot<T>]>,
+    /// `capacity - 1` when the capacity is a power of two, else 0 (then `%`).
+    mask: u64,
+    cap: u64,
+    /// The next index the consumer takes (written by the consumer only).
+    head: AtomicU64,
+}
+
+// SAFETY: the ring hands each item from exactly one producer to the one
+// consumer; a slot's value is accessed by one thread at a time, ordered by
+// its stamp (release store / acquire load) and by the batcher's admission
+// (see the module docs). Sending items across threads needs `T: Send`.
+unsafe impl<T: Send> Sync for RingStorage<T> {}
+// SAFETY: as above; the ring owns its items.
+unsafe impl<T: Send> Send for RingStorage<T> {}
+
+impl<T> RingStorage<T> {
+    /// A ring of `capacity` slots.
+    ///
+    /// # Panics
+    ///
+    /// If `capacity` is 0 (the builder rejects that before calling this).
+    pub fn new(capacity: usize) -> Self {
+        assert!(capacity > 0, "capacity must be non-zero");
+        let cap = capacity as u64;
+        RingStorage {
+            slots: (0..capacity)
+                .map(|_| Slot {
+                    stamp: AtomicU64::new(0),
+                    value: UnsafeSlot::new(MaybeUninit::uninit()),
+                })
+                .collect(),
+            mask: if cap.is_power_of_two() { cap - 1 } else { 0 },
+            cap,
+            head: AtomicU64::new(0),
+        }
+    }
+
+    #[inline(always)]
+    fn slot(&self, index: u64) -> &Slot<T> {
+        let i = if self.mask != 0 || self.cap == 1 {
+            index & self.mask
+        } else {
+            index % self.cap
+        };
+        &self.slots[i as usize]
+    }
+}
+
+impl<T> fmt::Debug for RingStorage<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RingStorage")
+            .field("capacity", &self.cap)
+            .field("head", &self.head.load(Ordering::Relaxed))
+            .finish()
+    }
+}
+
+impl<T: Send> Storage<T> for RingStorage<T> {
+    /// Refuses: a ring slot is chosen by the batcher's reservation number
+    /// (see [`push_indexed`](Storage::push_indexed)).
+    fn push(&self, item: T) -> Result<(), T> {
+        Err(item)
+    }
+
+    fn pop(&self) -> Option<T> {
+        self.pop_indexed(self.head.load(Ordering::Relaxed))
+    }
+
+    /// Items written and not yet taken (a scan of the slots: for reports,
+    /// not for hot paths).
+    fn len(&self) -> usize {
+        let head = self.head.load(Ordering::Relaxed);
+        self.slots
+            .iter()
+            .filter(|s| s.stamp.load(Ordering::Acquire) > head)
+            .count()
+    }
+
+    fn capacity(&self) -> usize {
+        self.cap as usize
+    }
+
+    #[inline]
+    fn push_indexed(&self, index: u64, item: T) -> Result<(), T> {
+        let slot = self.slot(index);
+        // SAFETY: reservation `index` is this caller's alone (the batcher's
+        // CAS handed it out once), and the slot's previous occupant,
+        // `index - capacity`, has been taken: the caller was admitted only
+        // after acquiring a `popped` count above it, which the consumer
+        // published after its read. No other thread touches the value now.
+        slot.value.with_mut(|p| unsafe { (*p).write(item) });
+        // Release: pairs with the Acquire load in `pop_indexed`; the write
+        // above is visible to the consumer that sees this stamp.
+        slot.stamp.store(index + 1, Ordering::Release);
+        Ok(())
+    }
+
+    #[inline]
+    fn pop_indexed(&self, index: u64) -> Option<T> {
+        let slot = self.slot(index);
+        // Acquire: pairs with the Release store in `push_indexed`.
+        if slot.stamp.load(Ordering::Acquire) != index + 1 {
+            return None;
+        }
+        // SAFETY: the stamp says item `index` was written (and the write is
+        // visible, by the Acquire above); the single consumer takes each
+        // index once (it asks for `index` only until it gets it), and no
+        // producer rewrites this slot before the consumer publishes a
+        // `popped` count above `index`, which happens after this read.
+        let item = slot.value.with_mut(|p| unsafe { (*p).assume_init_read() });
+        self.head.store(index + 1, Ordering::Relaxed);
+        Some(item)
+    }
+}
+
+impl<T> Drop for RingStorage<T> {
+    fn drop(&mut self) {
+        // Items written and never taken (a batcher dropped with its flusher
+        // never run, during a panic) are dropped here.
+        let head = self.head.load(Ordering::Relaxed);
+        for slot in self.slots.iter() {
+            if slot.stamp.load(Ordering::Acquire) > head {
+                // SAFETY: `&mut self`: no other access; a stamp above `head`
+                // marks an item written and not taken, initialised once.
+                slot.value.with_mut(|p| unsafe { (*p).assume_init_drop() });
+            }
+        }
+    }
+}
