@@ -5,8 +5,10 @@
 //! Each shard has one producer-written word, `accepted << 1 | closed`.
 //! A submit *reserves* a slot with one `SeqCst` CAS on it, admitted only if
 //! `accepted - popped < capacity` and the closed bit is clear, and then pushes
-//! its item; every reservation is followed by exactly one push, so:
-//! - the push never finds the queue full (admission is ours, not the queue's);
+//! its item (numbered by the reservation, which the default ring storage uses
+//! as its slot); every reservation is followed by exactly one push, so:
+//! - the push never finds the storage full (admission is ours, not the
+//!   storage's);
 //! - `close` sets the closed bit with `fetch_or` and records the count it
 //!   displaced: exactly the items the final drain must wait for. A submit
 //!   learns from its own CAS whether it got in, so nothing is ever accepted

@@ -70,3 +70,68 @@ fn custom_storage_carries_every_item() {
     );
     assert_eq!(sum.load(Ordering::Relaxed), (0..30_000).sum::<u64>());
 }
+
+/// The default ring, used directly through the indexed calls the batcher
+/// makes: items come out in number order, a slot is not readable before it
+/// is written, plain push refuses, and items never taken are dropped with
+/// the ring.
+#[test]
+fn ring_storage_indexed_calls_and_drop() {
+    use microbatch::RingStorage;
+    #[derive(Debug)]
+    struct Counted(u64, Arc<AtomicU64>);
+    impl Drop for Counted {
+        fn drop(&mut self) {
+            self.1.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+    let drops = Arc::new(AtomicU64::new(0));
+    let ring = RingStorage::new(3);
+    assert_eq!(ring.capacity(), 3);
+    assert!(
+        ring.push(Counted(99, Arc::clone(&drops))).is_err(),
+        "plain push refuses"
+    );
+    assert_eq!(drops.load(Ordering::Relaxed), 1);
+    assert!(ring.pop_indexed(0).is_none(), "nothing written yet");
+    ring.push_indexed(1, Counted(1, Arc::clone(&drops)))
+        .unwrap();
+    assert!(ring.pop_indexed(0).is_none(), "item 0 still in flight");
+    ring.push_indexed(0, Counted(0, Arc::clone(&drops)))
+        .unwrap();
+    assert_eq!(ring.len(), 2);
+    assert_eq!(ring.pop_indexed(0).map(|c| c.0), Some(0));
+    assert_eq!(
+        ring.pop().map(|c| c.0),
+        Some(1),
+        "pop takes the next number"
+    );
+    // Slot reuse: items 2..5 wrap around the three slots.
+    for i in 2..5 {
+        ring.push_indexed(i, Counted(i, Arc::clone(&drops)))
+            .unwrap();
+    }
+    assert_eq!(ring.pop_indexed(2).map(|c| c.0), Some(2));
+    assert_eq!(drops.load(Ordering::Relaxed), 4);
+    drop(ring); // items 3 and 4 were never taken
+    assert_eq!(
+        drops.load(Ordering::Relaxed),
+        6,
+        "left-over items dropped with the ring"
+    );
+}
+
+/// `ArrayStorage` (crossbeam's `ArrayQueue`) stays available.
+#[test]
+fn array_storage_through_the_batcher() {
+    let batcher = Batcher::builder()
+        .storage(microbatch::ArrayStorage::new)
+        .build(|batch: &mut Vec<u64>, _: &BatchInfo| batch.clear())
+        .unwrap();
+    std::thread::scope(|s| {
+        for _ in 0..2 {
+            s.spawn(|| (0..10_000).for_each(|i| batcher.submit(i).unwrap()));
+        }
+    });
+    assert_eq!(batcher.shutdown().processed, 20_000);
+}
