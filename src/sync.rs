@@ -311,7 +311,7 @@ impl Signal {
         registered: &mut bool,
         mut ready: impl FnMut() -> Option<R>,
     ) -> std::task::Poll<R> {
-        if false {
+        if !*registered {
             // SeqCst RMW: pairs with the fence in `notify`, as in `wait`.
             self.waiters.fetch_add(1, Ordering::SeqCst);
             fence_after_rmw();
