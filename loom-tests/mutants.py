@@ -4,6 +4,10 @@
 For each entry: apply a one-spot break to the engine, run the model that
 should catch it, print CAUGHT or MISSED, restore the source. Run from the
 repository root: python3 loom-tests/mutants.py [index ...]
+
+It edits files under src/ in place (and restores them after each run):
+do not build, commit or edit src/ while it runs. It refuses to start on a
+src/ with uncommitted changes, so a restore can never lose work.
 """
 import subprocess, sys
 breaks = [
@@ -76,6 +80,8 @@ breaks = [
   "",
   "the flusher never reports DONE, so shutdown waits forever"),
 ]
+if subprocess.run("git diff --quiet -- src", shell=True).returncode != 0:
+    sys.exit("mutants.py: src/ has uncommitted changes; commit or stash them first")
 sel = sys.argv[1:]
 missed = 0
 for i,(test, path, old, new, desc) in enumerate(breaks):
