@@ -56,6 +56,9 @@ struct SlotState<R, E> {
     outcome: Option<JobResult<R, E>>,
     done: bool,
     ticket_gone: bool,
+    /// A thread is blocked in `wait`/`wait_timeout` (only then is the
+    /// condvar notified: a notify is a system call even with no waiter).
+    blocked: bool,
     waker: Option<Waker>,
 }
 
@@ -72,6 +75,7 @@ impl<R, E> Slot<R, E> {
                 outcome: None,
                 done: false,
                 ticket_gone: false,
+                blocked: false,
                 waker: None,
             }),
             cv: Condvar::new(),
@@ -93,8 +97,11 @@ impl<R, E> Slot<R, E> {
             st.outcome = Some(outcome);
         }
         let waker = st.waker.take();
+        let blocked = st.blocked;
         drop(st);
-        self.cv.notify_all();
+        if blocked {
+            self.cv.notify_all();
+        }
         if let Some(w) = waker {
             w.wake();
         }
@@ -211,6 +218,7 @@ impl<R, E> Ticket<R, E> {
     pub fn wait(self) -> JobResult<R, E> {
         let mut st = self.slot.lock();
         while !st.done {
+            st.blocked = true;
             st = self.slot.cv.wait(st).unwrap_or_else(|e| e.into_inner());
         }
         st.outcome.take().expect("a ticket takes its answer once")
@@ -233,6 +241,7 @@ impl<R, E> Ticket<R, E> {
                     drop(st);
                     return Err(self);
                 }
+                st.blocked = true;
                 st = self
                     .slot
                     .cv
