@@ -151,77 +151,62 @@ pub fn microbatch<T: Item>(producers: usize, per: u64, shards: Option<usize>) ->
 }
 
 /// The drain loop users write around a channel: wait up to 1 ms for the
-/// first item, then take what is there up to a batch.
-macro_rules! channel_consumer {
-    ($rx:expr, $tally:expr, $timeout:pat) => {{
-        let rx = $rx;
-        let tally = $tally;
-        thread::spawn(move || {
-            let mut buf = Vec::with_capacity(BATCH);
-            loop {
-                match rx.recv_timeout(Duration::from_millis(1)) {
-                    Ok(x) => {
-                        buf.push(x);
-                        while buf.len() < BATCH {
-                            match rx.try_recv() {
-                                Ok(x) => buf.push(x),
-                                Err(_) => break,
+/// first item, then take what is there up to a batch. One body for both
+/// channel flavours: they differ only in their types.
+macro_rules! channel_batcher {
+    ($name:ident, $make:expr, $timeout:pat) => {
+        pub fn $name<T: Item>(producers: usize, per: u64) -> Outcome {
+            let tally = Arc::new(Tally::default());
+            let (tx, rx) = $make;
+            let t = Arc::clone(&tally);
+            let consumer = thread::spawn(move || {
+                let mut buf = Vec::with_capacity(BATCH);
+                loop {
+                    match rx.recv_timeout(Duration::from_millis(1)) {
+                        Ok(x) => {
+                            buf.push(x);
+                            while buf.len() < BATCH {
+                                match rx.try_recv() {
+                                    Ok(x) => buf.push(x),
+                                    Err(_) => break,
+                                }
                             }
+                            t.add(&buf);
+                            buf.clear();
                         }
-                        tally.add(&buf);
-                        buf.clear();
+                        Err($timeout) => continue,
+                        Err(_) => break,
                     }
-                    Err($timeout) => continue,
-                    Err(_) => break,
                 }
-            }
-        })
-    }};
+            });
+            let (n, _) = expected(producers, per);
+            let elapsed = drive::<T, _>(
+                producers,
+                per,
+                || {
+                    let tx = tx.clone();
+                    move |x| tx.send(x).unwrap()
+                },
+                || tally.wait_for(n),
+            );
+            drop(tx);
+            consumer.join().unwrap();
+            let r = tally.result();
+            (elapsed, r.0, r.1)
+        }
+    };
 }
 
-pub fn std_channel<T: Item>(producers: usize, per: u64) -> Outcome {
-    let tally = Arc::new(Tally::default());
-    let (tx, rx) = mpsc::sync_channel::<T>(DEPTH);
-    let consumer = channel_consumer!(rx, Arc::clone(&tally), mpsc::RecvTimeoutError::Timeout);
-    let (n, _) = expected(producers, per);
-    let elapsed = drive::<T, _>(
-        producers,
-        per,
-        || {
-            let tx = tx.clone();
-            move |x| tx.send(x).unwrap()
-        },
-        || tally.wait_for(n),
-    );
-    drop(tx);
-    consumer.join().unwrap();
-    let r = tally.result();
-    (elapsed, r.0, r.1)
-}
-
-pub fn crossbeam_channel<T: Item>(producers: usize, per: u64) -> Outcome {
-    let tally = Arc::new(Tally::default());
-    let (tx, rx) = crossbeam_channel::bounded::<T>(DEPTH);
-    let consumer = channel_consumer!(
-        rx,
-        Arc::clone(&tally),
-        crossbeam_channel::RecvTimeoutError::Timeout
-    );
-    let (n, _) = expected(producers, per);
-    let elapsed = drive::<T, _>(
-        producers,
-        per,
-        || {
-            let tx = tx.clone();
-            move |x| tx.send(x).unwrap()
-        },
-        || tally.wait_for(n),
-    );
-    drop(tx);
-    consumer.join().unwrap();
-    let r = tally.result();
-    (elapsed, r.0, r.1)
-}
+channel_batcher!(
+    std_channel,
+    mpsc::sync_channel::<T>(DEPTH),
+    mpsc::RecvTimeoutError::Timeout
+);
+channel_batcher!(
+    crossbeam_channel,
+    crossbeam_channel::bounded::<T>(DEPTH),
+    crossbeam_channel::RecvTimeoutError::Timeout
+);
 
 /// `Mutex<Vec>` swapped by the consumer: bounded at `DEPTH`, the consumer
 /// woken when a batch is ready or every millisecond.
