@@ -390,8 +390,10 @@ impl<T: Send + 'static, S: Storage<T>> Engine<T, S> {
             }
             WaitStrategy::SpinThenPark { spin } => {
                 // A timed park overshoots by the timer slack and the wake-up
-                // latency (~100 µs here): close to a deadline, spin to it.
-                if deadline.is_some_and(|d| d.saturating_sub(now) <= TIMER_SLACK_NS) {
+                // latency (~100 µs here): close to an item's deadline, spin
+                // to it. (An idle poll's deadline needs no such precision.)
+                if pending > 0 && deadline.is_some_and(|d| d.saturating_sub(now) <= TIMER_SLACK_NS)
+                {
                     self.spin.snooze();
                     return;
                 }
@@ -419,7 +421,9 @@ impl<T: Send + 'static, S: Storage<T>> Engine<T, S> {
         // Spinning strategies wake early and spin the rest (see `wait`).
         #[cfg(not(loom))]
         let deadline = match self.shared.cfg.wait {
-            WaitStrategy::SpinThenPark { .. } => deadline.map(|d| d.saturating_sub(TIMER_SLACK_NS)),
+            WaitStrategy::SpinThenPark { .. } if pending > 0 => {
+                deadline.map(|d| d.saturating_sub(TIMER_SLACK_NS))
+            }
             _ => deadline,
         };
         let shared = Arc::clone(&self.shared);
