@@ -899,6 +899,20 @@ impl<T: 'static, S: Storage<T> + 'static> CloseTarget for CloseShared<T, S> {
 }
 
 /// A cloneable handle that closes its batcher (see [`Batcher::close`]).
+///
+/// # Examples
+///
+/// ```
+/// use microbatch::{Batcher, BatchInfo};
+///
+/// let batcher = Batcher::builder()
+///     .build(|batch: &mut Vec<u64>, _: &BatchInfo| batch.clear())
+///     .unwrap();
+/// let closer = batcher.closer();
+/// std::thread::spawn(move || closer.close()).join().unwrap(); // e.g. on SIGTERM
+/// assert!(batcher.is_closed());
+/// assert!(batcher.submit(1).unwrap_err().is_closed());
+/// ```
 pub struct Closer {
     target: Box<dyn CloseTarget>,
 }

@@ -25,6 +25,24 @@ pub type WithFlusher<T, S = RingStorage<T>> = (Batcher<T, S>, Flusher<T, S>);
 type Prepared<T, S> = (Arc<Shared<T, S>>, Engine<T, S>);
 
 /// What `submit` does when the thread's shard is full.
+///
+/// # Examples
+///
+/// ```
+/// use microbatch::{Backpressure, Batcher, BatchInfo};
+/// use std::time::Duration;
+///
+/// let batcher = Batcher::builder()
+///     .backpressure(Backpressure::BlockTimeout(Duration::from_millis(5)))
+///     .build(|batch: &mut Vec<u64>, _: &BatchInfo| batch.clear())
+///     .unwrap();
+/// match batcher.submit(42) {
+///     Ok(()) => {}
+///     Err(e) if e.is_timeout() => eprintln!("overloaded, dropping {}", e.into_inner()),
+///     Err(e) => panic!("{e}"),
+/// }
+/// batcher.shutdown();
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Backpressure {
     /// Wait until there is room (spin briefly, then park). The default.
@@ -37,6 +55,22 @@ pub enum Backpressure {
 }
 
 /// How the flusher waits for work.
+///
+/// # Examples
+///
+/// ```
+/// use microbatch::{Batcher, BatchInfo, WaitStrategy};
+/// use std::time::Duration;
+///
+/// // Latency first: dispatch at once, and keep a core polling.
+/// let batcher = Batcher::builder()
+///     .max_delay(Duration::ZERO)
+///     .wait_strategy(WaitStrategy::BusySpin)
+///     .build(|batch: &mut Vec<u64>, _: &BatchInfo| batch.clear())
+///     .unwrap();
+/// batcher.submit(1).unwrap();
+/// batcher.shutdown();
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum WaitStrategy {
     /// Never sleep: poll continuously. Lowest latency, one core always busy.

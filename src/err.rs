@@ -46,6 +46,21 @@ macro_rules! item_error {
 
 item_error! {
     /// Why [`Batcher::try_submit`](crate::Batcher::try_submit) refused an item.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use microbatch::{Batcher, BatchInfo, TrySubmitError};
+    ///
+    /// let batcher = Batcher::builder()
+    ///     .build(|batch: &mut Vec<String>, _: &BatchInfo| batch.clear())
+    ///     .unwrap();
+    /// batcher.close();
+    /// match batcher.try_submit("order-1".to_string()) {
+    ///     Err(TrySubmitError::Closed(item)) => assert_eq!(item, "order-1"),
+    ///     other => panic!("{other:?}"),
+    /// }
+    /// ```
     TrySubmitError {
         /// The thread's shard was full.
         Full => "submitting on a full shard", is_full;

@@ -10,6 +10,29 @@ use crate::processor::Trigger;
 /// once everything has settled. At quiescence
 /// `submitted == processed + queue_depth`, and every item a submit call was
 /// given is in `submitted` or in one of the `rejected_*` counters.
+///
+/// # Examples
+///
+/// ```
+/// use microbatch::{Backpressure, Batcher, BatchInfo, Trigger};
+///
+/// let batcher = Batcher::builder()
+///     .max_batch_size(2)
+///     .capacity(2)
+///     .shards(1)
+///     .backpressure(Backpressure::Reject)
+///     .build(|batch: &mut Vec<u8>, _: &BatchInfo| batch.clear())
+///     .unwrap();
+/// for i in 0..3 {
+///     let _ = batcher.submit(i);
+/// }
+/// let m = batcher.metrics(); // while running: consistent per shard
+/// assert_eq!(m.processed + m.queue_depth, m.submitted);
+/// let m = batcher.shutdown(); // settled
+/// assert_eq!(m.submitted + m.rejected(), 3);
+/// assert_eq!(m.processed, m.submitted);
+/// assert_eq!(m.batches(), m.batches_by(Trigger::Size) + m.batches_by(Trigger::Shutdown));
+/// ```
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct Metrics {

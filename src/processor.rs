@@ -7,6 +7,25 @@ use std::time::Duration;
 pub type ProcessError = Box<dyn std::error::Error + Send + Sync + 'static>;
 
 /// Why a batch was dispatched.
+///
+/// # Examples
+///
+/// ```
+/// use microbatch::{Batcher, BatchInfo, Trigger};
+///
+/// let batcher = Batcher::builder()
+///     .max_batch_size(2)
+///     .build(|batch: &mut Vec<u8>, info: &BatchInfo| {
+///         match info.trigger {
+///             Trigger::Size => assert_eq!(batch.len(), 2),
+///             Trigger::Time | Trigger::Flush | Trigger::Shutdown => assert!(batch.len() <= 2),
+///         }
+///     })
+///     .unwrap();
+/// batcher.submit(1).unwrap();
+/// batcher.submit(2).unwrap();
+/// batcher.shutdown();
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Trigger {
     /// `max_batch_size` items were pending.
@@ -20,6 +39,23 @@ pub enum Trigger {
 }
 
 /// What the processor is told with each batch.
+///
+/// # Examples
+///
+/// ```
+/// use microbatch::{Batcher, BatchInfo};
+///
+/// let batcher = Batcher::builder()
+///     .build(|batch: &mut Vec<u32>, info: &BatchInfo| {
+///         assert_eq!(info.len, batch.len());
+///         if info.queue_depth > 10_000 {
+///             eprintln!("batch {} drained with {} still queued", info.seq, info.queue_depth);
+///         }
+///     })
+///     .unwrap();
+/// batcher.submit(7).unwrap();
+/// batcher.shutdown();
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct BatchInfo {
@@ -108,6 +144,28 @@ where
 }
 
 /// A failed batch, as handed to the [`on_error`](crate::Builder::on_error) hook.
+///
+/// # Examples
+///
+/// ```
+/// use microbatch::{Batcher, BatchInfo, Failure};
+/// use std::sync::atomic::{AtomicU64, Ordering};
+/// use std::sync::Arc;
+///
+/// let failed = Arc::new(AtomicU64::new(0));
+/// let f = Arc::clone(&failed);
+/// let batcher = Batcher::builder()
+///     .on_error(move |failure: Failure, info: &BatchInfo| {
+///         assert!(matches!(failure, Failure::Error(_)));
+///         f.fetch_add(info.len as u64, Ordering::Relaxed);
+///     })
+///     .build(|_: &mut Vec<u8>, _: &BatchInfo| -> Result<(), String> { Err("disk full".into()) })
+///     .unwrap();
+/// batcher.submit(1).unwrap();
+/// batcher.flush().unwrap();
+/// assert_eq!(failed.load(Ordering::Relaxed), 1);
+/// assert_eq!(batcher.shutdown().processor_errors, 1);
+/// ```
 #[derive(Debug)]
 pub enum Failure {
     /// The processor returned an error.

@@ -35,6 +35,20 @@ struct Slot<T> {
 /// every item (there is no number to place it by), and items are placed by
 /// [`Storage::push_indexed`], which the batcher calls. For a stand-alone
 /// queue use [`ArrayStorage`](crate::ArrayStorage).
+///
+/// # Examples
+///
+/// ```
+/// use microbatch::{Batcher, BatchInfo, RingStorage};
+///
+/// // The default; naming it changes nothing.
+/// let batcher = Batcher::builder()
+///     .storage(RingStorage::new)
+///     .build(|batch: &mut Vec<u64>, _: &BatchInfo| batch.clear())
+///     .unwrap();
+/// batcher.submit(1).unwrap();
+/// assert_eq!(batcher.shutdown().processed, 1);
+/// ```
 pub struct RingStorage<T> {
     slots: Box<[Slot<T>]>,
     /// `capacity - 1` when the capacity is a power of two, else 0 (then `%`).

@@ -98,6 +98,25 @@ pub trait Storage<T>: Send + Sync {
 /// uses the batcher's slot numbering to save the queue's own atomic
 /// operation per item; choose this one with
 /// `.storage(ArrayStorage::new)`.
+///
+/// # Examples
+///
+/// ```
+/// use microbatch::{ArrayStorage, Batcher, BatchInfo, Storage};
+///
+/// let q = ArrayStorage::new(2);
+/// q.push(1).unwrap();
+/// q.push(2).unwrap();
+/// assert_eq!(q.push(3), Err(3), "full: the item comes back");
+/// assert_eq!(q.pop(), Some(1));
+///
+/// let batcher = Batcher::builder()
+///     .storage(ArrayStorage::new)
+///     .build(|batch: &mut Vec<u64>, _: &BatchInfo| batch.clear())
+///     .unwrap();
+/// batcher.submit(1).unwrap();
+/// batcher.shutdown();
+/// ```
 pub struct ArrayStorage<T> {
     queue: ShardQueue<T>,
 }

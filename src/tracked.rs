@@ -27,6 +27,25 @@ use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
 /// Why a tracked item has no result.
+///
+/// # Examples
+///
+/// ```
+/// use microbatch::{Batcher, BatchInfo, Job, JobError};
+///
+/// let batcher = Batcher::builder()
+///     .build_tracked(|jobs: &mut Vec<Job<u32, u32, String>>, _: &BatchInfo| {
+///         for job in jobs.iter_mut().filter(|j| *j.input() != 0) {
+///             let x = *job.input();
+///             job.complete(if x > 100 { Err(format!("{x} too big")) } else { Ok(x * 2) });
+///         }
+///         // jobs with input 0 are left unanswered
+///     })
+///     .unwrap();
+/// assert_eq!(batcher.submit_tracked(5).unwrap().wait(), Ok(10));
+/// assert_eq!(batcher.submit_tracked(500).unwrap().wait(), Err(JobError::Failed("500 too big".into())));
+/// assert_eq!(batcher.submit_tracked(0).unwrap().wait(), Err(JobError::Unanswered));
+/// ```
 #[derive(Debug, PartialEq, Eq, Clone)]
 pub enum JobError<E = ProcessError> {
     /// The processor answered the job with this error.
@@ -115,6 +134,23 @@ impl<R, E> Slot<R, E> {
 /// Dropping a job without calling [`complete`](Job::complete) answers
 /// [`JobError::Unanswered`] (or [`JobError::Panicked`] while the processor
 /// is unwinding).
+///
+/// # Examples
+///
+/// ```
+/// use microbatch::{Batcher, BatchInfo, Job};
+///
+/// // One "round trip" per batch, one answer per job.
+/// let batcher = Batcher::builder()
+///     .build_tracked(|jobs: &mut Vec<Job<String, usize, ()>>, _: &BatchInfo| {
+///         let lens: Vec<usize> = jobs.iter().map(|j| j.input().len()).collect();
+///         for (job, len) in jobs.iter_mut().zip(lens) {
+///             job.complete(Ok(len));
+///         }
+///     })
+///     .unwrap();
+/// assert_eq!(batcher.submit_tracked("hello".to_string()).unwrap().wait(), Ok(5));
+/// ```
 pub struct Job<T, R, E = ProcessError> {
     input: Option<T>,
     slot: Option<Arc<Slot<R, E>>>,
@@ -192,6 +228,29 @@ impl<T, R, E> Drop for Job<T, R, E> {
 /// processed exactly once, and its answer is dropped when the processor
 /// gives it. Nothing leaks (the shared slot is freed when both the job and
 /// the ticket are gone).
+///
+/// # Examples
+///
+/// ```
+/// use microbatch::{Batcher, BatchInfo, Job};
+/// use std::time::Duration;
+///
+/// let batcher = Batcher::builder()
+///     .build_tracked(|jobs: &mut Vec<Job<u64, u64, ()>>, _: &BatchInfo| {
+///         for job in jobs.iter_mut() {
+///             let x = *job.input();
+///             job.complete(Ok(x + 1));
+///         }
+///     })
+///     .unwrap();
+/// let ticket = batcher.submit_tracked(1).unwrap();
+/// let answer = match ticket.wait_timeout(Duration::from_secs(10)) {
+///     Ok(answer) => answer,
+///     Err(ticket) => ticket.wait(), // still pending: wait longer, or drop it
+/// };
+/// assert_eq!(answer, Ok(2));
+/// // Or, in async code: `batcher.submit_tracked_async(x).await?.await`.
+/// ```
 #[must_use = "a ticket does nothing unless waited on or awaited"]
 pub struct Ticket<R, E = ProcessError> {
     slot: Arc<Slot<R, E>>,
