@@ -597,7 +597,9 @@ impl<T: Send + 'static, S: Storage<T>> Flusher<T, S> {
     /// Running it again after a run has ended (the Go original's `Start`
     /// after a cancelled context) reopens the batcher's intake first: submits
     /// are accepted again until the next close. A batcher closed before its
-    /// flusher ever ran is drained, not reopened.
+    /// flusher ever ran is drained, not reopened. A run only ends with a
+    /// close: keep a [`Closer`](crate::Closer) if the batcher's handles may
+    /// all be gone by then.
     pub fn run(&mut self) -> Metrics {
         let engine = self
             .engine
