@@ -20,6 +20,11 @@ fn panicking_processor_with_blocked_producers() {
             .capacity(4)
             .shards(1)
             .build(|batch: &mut Vec<u64>, _: &BatchInfo| {
+                // Slow enough that producers outlast their spin and park.
+                let until = Instant::now() + Duration::from_micros(300);
+                while Instant::now() < until {
+                    std::hint::spin_loop();
+                }
                 if !batch.is_empty() {
                     panic!("always");
                 }
@@ -203,7 +208,9 @@ fn drop_with_full_shards_and_blocked_producers() {
             })
         })
         .collect();
+    let t = Instant::now();
     while batcher.metrics().producer_waits == 0 {
+        assert!(t.elapsed() < BOUND, "producers never blocked");
         std::thread::yield_now();
     }
     closer.close();

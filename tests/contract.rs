@@ -233,19 +233,19 @@ fn lone_item_dispatched_by_time_trigger() {
             .wait_strategy(wait)
             .build(p)
             .unwrap();
-        let sent = Instant::now();
-        batcher.submit(sent).unwrap();
+        batcher.submit(Instant::now()).unwrap();
         let (batch, info) = recv(&rx, "the time trigger");
-        let waited = sent.elapsed();
         assert_eq!(info.trigger, Trigger::Time);
         assert_eq!(batch.len(), 1);
+        // What is promised: the item waits at most max_delay, measured from a
+        // lower bound on its arrival (the flusher's last sight of an empty
+        // queue, or the waking producer's stamp), so the batch is never
+        // dispatched before that bound is max_delay old. (Measured from the
+        // test's own clock the wait can be a few microseconds shorter: the
+        // bound may precede the submit.)
         assert!(
-            waited >= delay,
-            "{wait:?}: dispatched after {waited:?}, before max_delay"
-        );
-        assert!(
-            info.oldest_age >= delay.mul_f64(0.99),
-            "oldest_age {:?}",
+            info.oldest_age >= delay,
+            "{wait:?}: dispatched at oldest_age {:?}",
             info.oldest_age
         );
     }
