@@ -57,7 +57,6 @@ pub(crate) struct Engine<T, S: Storage<T>> {
     idle_polls: u32,
     next_start: usize,
     seq: u64,
-    processed: u64,
     batches: [u64; 4],
     errors: u64,
     panics: u64,
@@ -100,7 +99,6 @@ impl<T: Send + 'static, S: Storage<T>> Engine<T, S> {
             idle_polls: 0,
             next_start: 0,
             seq: 0,
-            processed: 0,
             batches: [0; 4],
             errors: 0,
             panics: 0,
@@ -350,7 +348,6 @@ impl<T: Send + 'static, S: Storage<T>> Engine<T, S> {
             self.buf.reserve_exact(b);
         }
 
-        self.processed += len as u64;
         self.batches[trigger_index(trigger)] += 1;
         let stats = &shared.stats;
         stats.batches[trigger_index(trigger)]
@@ -508,7 +505,7 @@ impl<T: Send + 'static, S: Storage<T>> Engine<T, S> {
         #[cfg(feature = "log")]
         log::debug!(
             "microbatch: flusher drained {} items and stopped",
-            self.processed
+            self.popped.iter().sum::<u64>()
         );
     }
 }

@@ -1,12 +1,13 @@
 //! The one door to concurrency.
 //!
-//! Every atomic, lock, thread, park, clock and the default shard queue the
+//! Every atomic, lock, thread, park, clock, ring-slot cell and queue the
 //! engine uses comes from here. Under `--cfg loom` the same names resolve to
-//! loom's model-checked types, a lock-based stand-in for `ArrayQueue` (loom
-//! cannot see inside crossbeam; `ArrayQueue` is linearizable, so a mutex-guarded
-//! `VecDeque` with the same interface is a faithful stand-in), a mock clock
-//! (loom has no time) and `yield_now` for spin hints. The engine never names
-//! `std::sync` or `loom` directly.
+//! loom's model-checked types (so the default ring's slot cells are checked
+//! for data races), a lock-based stand-in for the optional `ArrayQueue`
+//! storage (loom cannot see inside crossbeam; `ArrayQueue` is linearizable,
+//! so a mutex-guarded `VecDeque` with the same interface is a faithful
+//! stand-in), a mock clock (loom has no time) and `yield_now` for spin
+//! hints. The engine never names `std::sync` or `loom` directly.
 
 #[cfg(not(loom))]
 pub(crate) use std::sync::atomic::{fence, AtomicU64, AtomicUsize, Ordering};
