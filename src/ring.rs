@@ -18,6 +18,7 @@
 
 use crate::storage::Storage;
 use crate::sync::{AtomicU64, Ordering, UnsafeSlot};
+use crossbeam_utils::CachePadded;
 use std::fmt;
 use std::mem::MaybeUninit;
 
@@ -54,8 +55,11 @@ pub struct RingStorage<T> {
     /// `capacity - 1` when the capacity is a power of two, else 0 (then `%`).
     mask: u64,
     cap: u64,
-    /// The next index the consumer takes (written by the consumer only).
-    head: AtomicU64,
+    /// The next index the consumer takes (written by the consumer only, on
+    /// every pop). On its own cache line: next to `slots`, `mask` and `cap`,
+    /// which every push reads, each pop's store would take that line from
+    /// the producers (measured: the flusher drained at 10 ns per item).
+    head: CachePadded<AtomicU64>,
 }
 
 // SAFETY: the ring hands each item from exactly one producer to the one
@@ -84,7 +88,7 @@ impl<T> RingStorage<T> {
                 .collect(),
             mask: if cap.is_power_of_two() { cap - 1 } else { 0 },
             cap,
-            head: AtomicU64::new(0),
+            head: CachePadded::new(AtomicU64::new(0)),
         }
     }
 
