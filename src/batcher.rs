@@ -38,7 +38,7 @@ use crate::err::{
 use crate::metrics::Metrics;
 use crate::storage::{RingStorage, Storage};
 use crate::sync::{
-    self, thread, Arc, AtomicU64, AtomicUsize, Backoff, Clock, Mutex, Ordering, Signal,
+    self, thread, Arc, AtomicU64, AtomicUsize, Clock, Mutex, Ordering, Signal, YieldWait,
 };
 use crossbeam_utils::CachePadded;
 use std::fmt;
@@ -435,15 +435,16 @@ impl<T, S: Storage<T>> Shared<T, S> {
 
     fn wait_for_room(&self, shard: &Shard<S>, deadline: Option<u64>) -> Result<(), Refusal> {
         let ready = || self.room_ready(shard);
-        let backoff = Backoff::new();
-        while !backoff.is_completed() {
+        // Yield, not spin: the flusher that makes room may need this core.
+        let short = YieldWait::new();
+        while !short.is_completed() {
             if let Some(r) = ready() {
                 return r;
             }
             if deadline.is_some_and(|at| self.clock.now() >= at) {
                 return Err(Refusal::Timeout);
             }
-            backoff.snooze();
+            short.wait();
         }
         shard.prod.waits.fetch_add(1, Ordering::Relaxed);
         self.signal

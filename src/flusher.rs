@@ -51,8 +51,6 @@ pub(crate) struct Engine<T, S: Storage<T>> {
     empty_at: u64,
     /// When the current spin phase began.
     spin_since: Option<u64>,
-    /// The spin phase's back-off.
-    spin: Backoff,
     /// Consecutive idle polls since the last batch.
     idle_polls: u32,
     next_start: usize,
@@ -95,7 +93,6 @@ impl<T: Send + 'static, S: Storage<T>> Engine<T, S> {
             oldest: None,
             empty_at: 0,
             spin_since: None,
-            spin: Backoff::new(),
             idle_polls: 0,
             next_start: 0,
             seq: 0,
@@ -293,7 +290,6 @@ impl<T: Send + 'static, S: Storage<T>> Engine<T, S> {
             return false;
         }
         self.spin_since = None;
-        self.spin.reset();
         self.idle_polls = 0;
         // Room appeared: wake producers blocked on a full shard.
         shared.signal.notify();
@@ -391,14 +387,16 @@ impl<T: Send + 'static, S: Storage<T>> Engine<T, S> {
                 // to it. (An idle poll's deadline needs no such precision.)
                 if pending > 0 && deadline.is_some_and(|d| d.saturating_sub(now) <= TIMER_SLACK_NS)
                 {
-                    self.spin.snooze();
+                    thread::yield_now();
                     return;
                 }
                 let since = *self.spin_since.get_or_insert(now);
                 if now.saturating_sub(since) < crate::err::duration_to_nanos(spin) {
-                    // Exponential pauses, then yields: on a machine with more
-                    // busy threads than cores the producers get the core.
-                    self.spin.snooze();
+                    // Each poll yields, never spins on `pause`: on a machine
+                    // with more busy threads than cores the producers get the
+                    // core at once (see `sync::YieldWait` for the figures);
+                    // on an idle core the yield returns within a microsecond.
+                    thread::yield_now();
                     return;
                 }
             }
@@ -410,7 +408,6 @@ impl<T: Send + 'static, S: Storage<T>> Engine<T, S> {
         let _ = (now, self.shared.cfg.wait);
         self.park(deadline, pending);
         self.spin_since = None;
-        self.spin.reset();
     }
 
     /// Publishes wake thresholds, announces `SLEEPING`, re-checks, parks.

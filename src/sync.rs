@@ -97,6 +97,60 @@ impl Backoff {
     pub(crate) fn reset(&self) {}
 }
 
+/// A short wait that gives the core away at every step: `yield_now`, then
+/// the caller re-checks its condition; after [`YieldWait::STEPS`] steps it
+/// is completed and the caller blocks instead.
+///
+/// Why not [`Backoff`]'s pause spinning: with more busy threads than cores
+/// (three on this 2-vCPU machine: two producers and the flusher), a thread
+/// spinning on `pause` holds the core that the thread it waits for needs,
+/// until the scheduler preempts it. Measured end to end, 2 producers, u64:
+/// 11.6 ns/item with pause-then-yield back-off on both sides, 6.2 with
+/// yields. On an otherwise idle core `yield_now` returns in a fraction of a
+/// microsecond, so it is still a fast poll.
+#[cfg(not(loom))]
+#[derive(Debug, Default)]
+pub(crate) struct YieldWait {
+    steps: std::cell::Cell<u32>,
+}
+
+#[cfg(not(loom))]
+impl YieldWait {
+    /// Yields before a waiter blocks: a few microseconds on an idle core,
+    /// about a batch's drain time.
+    pub(crate) const STEPS: u32 = 16;
+
+    pub(crate) fn new() -> Self {
+        YieldWait::default()
+    }
+    pub(crate) fn wait(&self) {
+        std::thread::yield_now();
+        self.steps.set(self.steps.get() + 1);
+    }
+    pub(crate) fn is_completed(&self) -> bool {
+        self.steps.get() >= Self::STEPS
+    }
+}
+
+/// Loom stand-in for [`YieldWait`]: completes at once, so waits fall through
+/// to their blocking path (the protocol worth checking).
+#[cfg(loom)]
+#[derive(Debug, Default)]
+pub(crate) struct YieldWait;
+
+#[cfg(loom)]
+impl YieldWait {
+    pub(crate) fn new() -> Self {
+        YieldWait
+    }
+    pub(crate) fn wait(&self) {
+        loom::thread::yield_now();
+    }
+    pub(crate) fn is_completed(&self) -> bool {
+        true
+    }
+}
+
 /// The default shard queue.
 #[cfg(not(loom))]
 pub(crate) use crossbeam_queue::ArrayQueue as ShardQueue;
