@@ -73,10 +73,14 @@ pub enum Backpressure {
 /// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum WaitStrategy {
-    /// Never sleep: poll continuously. Lowest latency, one core always busy.
+    /// Never sleep: poll continuously, never giving the core away. Lowest
+    /// latency when the flusher has a core of its own; on a machine where it
+    /// shares cores with busy threads, the scheduler preempts it for whole
+    /// time slices (milliseconds).
     BusySpin,
-    /// Poll for `spin`, then park until a producer wakes it or a deadline
-    /// passes. The default, with a 50 µs spin.
+    /// Poll for `spin`, yielding the core between polls (so producers
+    /// sharing the core run at once), then park until a producer wakes it
+    /// or a deadline passes. The default, with a 50 µs spin.
     SpinThenPark {
         /// How long to poll before parking.
         spin: Duration,
