@@ -261,15 +261,16 @@ impl<T: Send + 'static, S: Storage<T>> Engine<T, S> {
             let counted = self.counts[i];
             while self.buf.len() < b {
                 let next = self.popped[i] + (self.buf.len() - before) as u64;
-                match shard.storage.pop_indexed(next) {
-                    Some(item) => self.buf.push(item),
-                    None if self.popped[i] + (self.buf.len() - before) as u64 >= counted => break,
-                    None => {
-                        backoff.snooze();
-                        if backoff.is_completed() {
-                            thread::yield_now();
-                        }
-                    }
+                let want = b - self.buf.len();
+                if shard.storage.pop_indexed_into(next, want, &mut self.buf) > 0 {
+                    continue;
+                }
+                if next >= counted {
+                    break;
+                }
+                backoff.snooze();
+                if backoff.is_completed() {
+                    thread::yield_now();
                 }
             }
             let got = (self.buf.len() - before) as u64;

@@ -166,6 +166,30 @@ impl<T: Send> Storage<T> for RingStorage<T> {
         self.head.store(index + 1, Ordering::Relaxed);
         Some(item)
     }
+
+    #[inline]
+    fn pop_indexed_into(&self, index: u64, max: usize, out: &mut Vec<T>) -> usize {
+        out.reserve(max);
+        let mut taken = 0;
+        while taken < max {
+            let at = index + taken as u64;
+            let i = self.slot(at);
+            // Acquire: pairs with the Release store in `push_indexed`.
+            if self.stamps[i].load(Ordering::Acquire) != at + 1 {
+                break;
+            }
+            // SAFETY: as in `pop_indexed`: the stamp says item `at` was
+            // written (visible by the Acquire above), each index is taken
+            // once, and its slot is not rewritten before the consumer
+            // publishes a `popped` count above `at`, after this read.
+            out.push(self.values[i].with_mut(|p| unsafe { (*p).assume_init_read() }));
+            taken += 1;
+        }
+        if taken > 0 {
+            self.head.store(index + taken as u64, Ordering::Relaxed);
+        }
+        taken
+    }
 }
 
 impl<T> Drop for RingStorage<T> {

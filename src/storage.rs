@@ -91,6 +91,24 @@ pub trait Storage<T>: Send + Sync {
         let _ = index;
         self.pop()
     }
+
+    /// Takes the items numbered `index`, `index + 1`, ... into `out`, up to
+    /// `max` of them, stopping at the first that is not there yet; returns
+    /// how many it took. The flusher drains a shard with this. The default
+    /// calls [`pop_indexed`](Storage::pop_indexed) for each;
+    /// [`RingStorage`] takes a run of slots in one loop.
+    #[inline]
+    fn pop_indexed_into(&self, index: u64, max: usize, out: &mut Vec<T>) -> usize {
+        let mut taken = 0;
+        while taken < max {
+            match self.pop_indexed(index + taken as u64) {
+                Some(item) => out.push(item),
+                None => break,
+            }
+            taken += 1;
+        }
+        taken
+    }
 }
 
 /// A bounded lock-free `crossbeam_queue::ArrayQueue`: a general-purpose MPMC
