@@ -121,6 +121,41 @@ fn ring_storage_indexed_calls_and_drop() {
     );
 }
 
+/// The flusher's batched take: a run of consecutive numbers, stopping at the
+/// first still in flight and at `max`; the ring's own loop and the trait's
+/// default (a storage that only has `pop`) agree.
+#[test]
+fn pop_indexed_into_takes_a_run() {
+    use microbatch::{ArrayStorage, RingStorage};
+    let ring = RingStorage::new(8);
+    for i in [0u64, 1, 2, 4, 5] {
+        ring.push_indexed(i, i * 10).unwrap();
+    }
+    let mut out = Vec::new();
+    assert_eq!(ring.pop_indexed_into(0, 8, &mut out), 3, "stops at 3");
+    assert_eq!(out, [0, 10, 20]);
+    assert_eq!(ring.pop_indexed_into(3, 8, &mut out), 0, "3 in flight");
+    ring.push_indexed(3, 30).unwrap();
+    assert_eq!(ring.pop_indexed_into(3, 2, &mut out), 2, "max respected");
+    assert_eq!(out, [0, 10, 20, 30, 40]);
+    assert_eq!(ring.pop_indexed_into(5, 8, &mut out), 1);
+    assert_eq!(out.last(), Some(&50));
+    assert_eq!(ring.len(), 0);
+
+    let q = ArrayStorage::new(4);
+    for i in 0..3u64 {
+        q.push(i).unwrap();
+    }
+    let mut out = Vec::new();
+    assert_eq!(q.pop_indexed_into(0, 2, &mut out), 2, "default: max");
+    assert_eq!(
+        q.pop_indexed_into(2, 8, &mut out),
+        1,
+        "default: until empty"
+    );
+    assert_eq!(out, [0, 1, 2]);
+}
+
 /// `ArrayStorage` (crossbeam's `ArrayQueue`) stays available.
 #[test]
 fn array_storage_through_the_batcher() {
