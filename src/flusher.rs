@@ -19,6 +19,15 @@ use std::time::Duration;
 #[cfg(not(loom))]
 const TIMER_SLACK_NS: u64 = 120_000;
 
+/// The longest a spinning flusher goes without re-reading the shard words.
+#[cfg(not(loom))]
+const MAX_POLL_GAP_NS: u64 = 3_000;
+
+/// The per-item interval a spinning flusher assumes before it has seen
+/// items arrive (a submit costs about 5 ns here).
+#[cfg(not(loom))]
+const FASTEST_SUBMIT_NS: u64 = 4;
+
 /// Pauses between two polls of a busy-spinning flusher.
 #[cfg(not(loom))]
 const POLL_PAUSES: u32 = 32;
@@ -53,6 +62,10 @@ pub(crate) struct Engine<T, S: Storage<T>> {
     spin_since: Option<u64>,
     /// Consecutive idle polls since the last batch.
     idle_polls: u32,
+    /// Total accepted count and clock time at the last spin poll (the
+    /// arrival rate that paces the next one).
+    #[cfg(not(loom))]
+    last_poll: (u64, u64),
     next_start: usize,
     seq: u64,
     batches: [u64; 4],
@@ -94,6 +107,8 @@ impl<T: Send + 'static, S: Storage<T>> Engine<T, S> {
             empty_at: 0,
             spin_since: None,
             idle_polls: 0,
+            #[cfg(not(loom))]
+            last_poll: (0, 0),
             next_start: 0,
             seq: 0,
             batches: [0; 4],
@@ -397,8 +412,23 @@ impl<T: Send + 'static, S: Storage<T>> Engine<T, S> {
                     // with more busy threads than cores the producers get the
                     // core at once (see `sync::YieldWait` for the figures);
                     // on an idle core the yield returns within a microsecond.
-                    thread::yield_now();
-                    return;
+                    // Between two reads of the shard words (each one takes
+                    // their lines from the producers' CAS) it keeps yielding
+                    // for a gap paced by the arrival rate.
+                    let mut until = now.saturating_add(self.poll_gap(now));
+                    if pending > 0 {
+                        if let Some(d) = deadline {
+                            until = until.min(d);
+                        }
+                    }
+                    loop {
+                        thread::yield_now();
+                        if self.shared.clock.now() >= until
+                            || self.shared.state.load(Ordering::Relaxed) & (FLUSH_REQ | CLOSED) != 0
+                        {
+                            return;
+                        }
+                    }
                 }
             }
             WaitStrategy::Park => {}
@@ -409,6 +439,37 @@ impl<T: Send + 'static, S: Storage<T>> Engine<T, S> {
         let _ = (now, self.shared.cfg.wait);
         self.park(deadline, pending);
         self.spin_since = None;
+    }
+
+    /// How long a spinning flusher may go without re-reading the shard words:
+    /// half the time the fullest shard's free room takes to fill at the
+    /// arrival rate seen since the last poll (so no producer runs out of
+    /// room before the next read), at most `MAX_POLL_GAP_NS` and a quarter of
+    /// `max_delay` (0 with `max_delay(ZERO)`: every poll reads). Measured
+    /// in the VM phase where polling hurt most, one producer: 31.5 ->
+    /// 23.7 ns/item with a 3 µs gap; a 10 µs gap, which let producers run
+    /// out of room, made the normal phase worse (7.3 -> 10.9).
+    #[cfg(not(loom))]
+    fn poll_gap(&mut self, now: u64) -> u64 {
+        let cfg = &self.shared.cfg;
+        let total: u64 = self.counts.iter().sum();
+        let (last_total, last_at) = std::mem::replace(&mut self.last_poll, (total, now));
+        let room = self
+            .counts
+            .iter()
+            .zip(&self.popped)
+            .map(|(c, p)| cfg.capacity.saturating_sub(c.saturating_sub(*p)))
+            .min()
+            .unwrap_or(0);
+        let arrived = total.saturating_sub(last_total);
+        let elapsed = now.saturating_sub(last_at);
+        // With no arrival seen, assume the fastest submit measured here.
+        let per_item = elapsed
+            .checked_div(arrived)
+            .map_or(FASTEST_SUBMIT_NS, |t| t.max(1));
+        (room.saturating_mul(per_item) / 2)
+            .min(MAX_POLL_GAP_NS)
+            .min(cfg.max_delay_ns / 4)
     }
 
     /// Publishes wake thresholds, announces `SLEEPING`, re-checks, parks.
