@@ -73,6 +73,16 @@ impl Samples {
         Arc::new(Samples(Mutex::new(v)))
     }
 
+    /// The samples, once the consumer holding the other handle is gone.
+    fn into_vec(samples: Arc<Samples>) -> Vec<u64> {
+        Arc::try_unwrap(samples)
+            .ok()
+            .expect("the consumer still holds the samples")
+            .0
+            .into_inner()
+            .unwrap()
+    }
+
     fn record(&self, epoch: Instant, intended: impl Iterator<Item = u64>) {
         let now = epoch.elapsed().as_nanos() as u64;
         self.0
@@ -116,12 +126,7 @@ fn microbatch(wait: WaitStrategy, period: Duration, run_for: Duration) -> Vec<u6
     let n = paced(period, run_for, epoch, |t| batcher.submit(t).unwrap());
     let m = batcher.shutdown();
     assert_eq!(m.processed, n);
-    Arc::try_unwrap(samples)
-        .ok()
-        .unwrap()
-        .0
-        .into_inner()
-        .unwrap()
+    Samples::into_vec(samples)
 }
 
 fn crossbeam(period: Duration, run_for: Duration) -> Vec<u64> {
@@ -140,12 +145,7 @@ fn crossbeam(period: Duration, run_for: Duration) -> Vec<u64> {
     let n = paced(period, run_for, epoch, |t| tx.send(t).unwrap());
     drop(tx);
     consumer.join().unwrap();
-    let v = Arc::try_unwrap(samples)
-        .ok()
-        .unwrap()
-        .0
-        .into_inner()
-        .unwrap();
+    let v = Samples::into_vec(samples);
     assert_eq!(v.len() as u64, n);
     v
 }
@@ -167,12 +167,7 @@ fn disruptor(period: Duration, run_for: Duration) -> Vec<u64> {
             .build();
     let n = paced(period, run_for, epoch, |t| producer.publish(|e| *e = t));
     drop(producer);
-    let v = Arc::try_unwrap(samples)
-        .ok()
-        .unwrap()
-        .0
-        .into_inner()
-        .unwrap();
+    let v = Samples::into_vec(samples);
     assert_eq!(v.len() as u64, n);
     v
 }

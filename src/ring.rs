@@ -101,6 +101,25 @@ impl<T> RingStorage<T> {
     }
 }
 
+impl<T: Send> RingStorage<T> {
+    /// Reads item `index` if its stamp says it was written; the caller (the
+    /// single consumer) then moves `head`.
+    #[inline(always)]
+    fn take(&self, index: u64) -> Option<T> {
+        let i = self.slot(index);
+        // Acquire: pairs with the Release store in `push_indexed`.
+        if self.stamps[i].load(Ordering::Acquire) != index + 1 {
+            return None;
+        }
+        // SAFETY: the stamp says item `index` was written (and the write is
+        // visible, by the Acquire above); the single consumer takes each
+        // index once (it asks for `index` only until it gets it), and no
+        // producer rewrites this slot before the consumer publishes a
+        // `popped` count above `index`, which happens after this read.
+        Some(self.values[i].with_mut(|p| unsafe { (*p).assume_init_read() }))
+    }
+}
+
 impl<T> fmt::Debug for RingStorage<T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("RingStorage")
@@ -152,17 +171,7 @@ impl<T: Send> Storage<T> for RingStorage<T> {
 
     #[inline]
     fn pop_indexed(&self, index: u64) -> Option<T> {
-        let i = self.slot(index);
-        // Acquire: pairs with the Release store in `push_indexed`.
-        if self.stamps[i].load(Ordering::Acquire) != index + 1 {
-            return None;
-        }
-        // SAFETY: the stamp says item `index` was written (and the write is
-        // visible, by the Acquire above); the single consumer takes each
-        // index once (it asks for `index` only until it gets it), and no
-        // producer rewrites this slot before the consumer publishes a
-        // `popped` count above `index`, which happens after this read.
-        let item = self.values[i].with_mut(|p| unsafe { (*p).assume_init_read() });
+        let item = self.take(index)?;
         self.head.store(index + 1, Ordering::Relaxed);
         Some(item)
     }
@@ -172,17 +181,10 @@ impl<T: Send> Storage<T> for RingStorage<T> {
         out.reserve(max);
         let mut taken = 0;
         while taken < max {
-            let at = index + taken as u64;
-            let i = self.slot(at);
-            // Acquire: pairs with the Release store in `push_indexed`.
-            if self.stamps[i].load(Ordering::Acquire) != at + 1 {
-                break;
+            match self.take(index + taken as u64) {
+                Some(item) => out.push(item),
+                None => break,
             }
-            // SAFETY: as in `pop_indexed`: the stamp says item `at` was
-            // written (visible by the Acquire above), each index is taken
-            // once, and its slot is not rewritten before the consumer
-            // publishes a `popped` count above `at`, after this read.
-            out.push(self.values[i].with_mut(|p| unsafe { (*p).assume_init_read() }));
             taken += 1;
         }
         if taken > 0 {
