@@ -26,9 +26,9 @@
 //! instead of ~90, it made one producer 23–24 ns/item instead of ~7. So
 //! each push asks for ownership of the stamp and value lines `ahead` slots
 //! further on (`prefetchw`, a hint that never faults and that the locked
-//! instruction does not wait for). Measured there: one producer 24.0 ->
-//! 9.4–10.2 ns/item, two 12.4 -> 7.3–7.5, 64-byte items with two 15.8 ->
-//! 10.1–10.3; in the normal phase it costs 0.3–0.7 ns/item with 8-byte
+//! instruction does not wait for). Measured there: one producer 23.0 ->
+//! 8.5 ns/item, two 12.1 -> 6.8, 64-byte items with two 15.2 -> 9.7
+//! (BENCHMARKS.md); in the normal phase it costs 0.3–0.7 ns/item with 8-byte
 //! items (5–10%) and about nothing with 64-byte ones.
 #![allow(unsafe_code)]
 
@@ -127,8 +127,9 @@ impl<T> RingStorage<T> {
 
 /// Slots ahead of the one being written whose lines a push asks for: four
 /// lines of stamps, and of values for 8-byte items. Measured in the slow
-/// phase, one producer: 32 ahead 9.4–9.8 ns/item, 16 ahead 9.8–10.2, 8 ahead
-/// 13.5 (too close to hide a ~190 ns transfer).
+/// phase, one producer (a build with the distance read at run time): 32
+/// ahead 9.4–9.8 ns/item, 16 ahead 9.8–10.2, 8 ahead 13.5 (too close to
+/// hide a ~190 ns transfer).
 const PREFETCH_AHEAD: u64 = 32;
 
 /// Whether this CPU has `prefetchw` (CPUID PRFCHW, AMD's 3DNowPrefetch bit).
