@@ -25,22 +25,22 @@ use std::time::{Duration, Instant};
 /// Median ns per item over `runs` runs, each checked for exact delivery.
 fn per_item(runs: usize, producers: usize, per: u64, run: impl Fn() -> Outcome) -> f64 {
     let (count, sum) = expected(producers, per);
-    let mut ns: Vec<f64> = (0..runs)
-        .map(|_| {
-            let (took, c, s) = run();
-            assert_eq!((c, s), (count, sum), "an adapter lost or duplicated items");
-            took.as_nanos() as f64 / count as f64
-        })
-        .collect();
-    ns.sort_by(f64::total_cmp);
-    ns[ns.len() / 2]
+    median(
+        (0..runs)
+            .map(|_| {
+                let (took, c, s) = run();
+                assert_eq!((c, s), (count, sum), "an adapter lost or duplicated items");
+                took.as_nanos() as f64 / count as f64
+            })
+            .collect(),
+    )
 }
 
 /// Median round trip of one cache line between two threads, in ns.
 fn ping_pong(rounds: u64) -> f64 {
     #[repr(align(128))]
     struct Line(AtomicU64);
-    let mut trips: Vec<f64> = (0..5)
+    let trips: Vec<f64> = (0..5)
         .map(|_| {
             let line = Arc::new(Line(AtomicU64::new(0)));
             let other = Arc::clone(&line);
@@ -64,8 +64,7 @@ fn ping_pong(rounds: u64) -> f64 {
             took.as_nanos() as f64 / rounds as f64
         })
         .collect();
-    trips.sort_by(f64::total_cmp);
-    trips[2]
+    median(trips)
 }
 
 fn median(mut v: Vec<f64>) -> f64 {
