@@ -36,7 +36,7 @@ use crate::err::{
     duration_to_nanos, FlushError, SubmitError, SubmitManyError, SubmitTimeoutError, TrySubmitError,
 };
 use crate::metrics::Metrics;
-use crate::storage::{RingStorage, Storage};
+use crate::storage::{sealed::Seal, RingStorage, Storage};
 use crate::sync::{
     self, thread, Arc, AtomicU64, AtomicUsize, Clock, Mutex, Ordering, Signal, YieldWait,
 };
@@ -272,10 +272,22 @@ impl<T, S: Storage<T>> Shared<T, S> {
 
     /// Pushes an item whose slot is reserved.
     #[inline]
+    #[allow(unsafe_code)]
     fn push_reserved(&self, shard: &Shard<S>, index: u64, item: T) {
+        if let Some(ring) = shard.storage.__ring(Seal(())) {
+            // SAFETY: `Ring::push`'s contract holds: `index` came from this
+            // shard's reservation CAS, which hands each number out once; the
+            // ring is this shard's alone (a `RingStorage` is owned by one
+            // shard and no other storage can expose a ring); and the CAS
+            // admitted `index` only after an Acquire load of a `popped`
+            // above `index - capacity`, stored by the flusher after its take
+            // of that slot's previous item.
+            unsafe { ring.push(index, item) };
+            return;
+        }
         let mut item = item;
         loop {
-            match shard.storage.push_indexed(index, item) {
+            match shard.storage.push(item) {
                 Ok(()) => return,
                 // Only a storage that breaks its contract (refusing below its
                 // capacity) gets here: wait for the flusher to pop.

@@ -1,12 +1,12 @@
 //! The flusher: one thread that waits for a trigger, drains the shards into a
 //! reused buffer and hands it to the processor.
 
-use crate::batcher::{Shared, CLOSED, DONE, FLUSH_REQ, RUNNING, SLEEPING};
+use crate::batcher::{Shard, Shared, CLOSED, DONE, FLUSH_REQ, RUNNING, SLEEPING};
 #[cfg(not(loom))]
 use crate::builder::WaitStrategy;
 use crate::metrics::Metrics;
 use crate::processor::{panic_message, BatchInfo, BatchProcessor, ErrorHook, Failure, Trigger};
-use crate::storage::{RingStorage, Storage};
+use crate::storage::{sealed::Seal, RingStorage, Storage};
 #[cfg(not(loom))]
 use crate::sync;
 use crate::sync::{fence, thread, Arc, Backoff, Ordering};
@@ -73,6 +73,31 @@ pub(crate) struct Engine<T, S: Storage<T>> {
     panics: u64,
     #[cfg(feature = "metrics")]
     exporter: Option<crate::export::Exporter>,
+}
+
+/// Takes up to `want` items numbered from `next` off one shard into `buf`.
+#[inline]
+#[allow(unsafe_code)]
+fn take<T, S: Storage<T>>(
+    shard: &Shard<S>,
+    next: u64,
+    want: usize,
+    counted: u64,
+    buf: &mut Vec<T>,
+) -> usize {
+    match shard.storage.__ring(Seal(())) {
+        // SAFETY: `Ring::take_into`'s contract holds: the engine, the only
+        // caller, is the shard's one consumer (one engine per batcher, run
+        // through `&mut self`), and `next` is where its previous take on
+        // this shard stopped (`popped` plus what the current dispatch took).
+        Some(ring) => unsafe { ring.take_into(next, want, buf) },
+        // A storage of the user's: take no more than this shard has
+        // counted, so a queue shared by several shards (allowed) cannot
+        // leave another shard's count short.
+        None => shard
+            .storage
+            .pop_into(want.min(counted.saturating_sub(next) as usize), buf),
+    }
 }
 
 fn trigger_index(t: Trigger) -> usize {
@@ -277,7 +302,8 @@ impl<T: Send + 'static, S: Storage<T>> Engine<T, S> {
             while self.buf.len() < b {
                 let next = self.popped[i] + (self.buf.len() - before) as u64;
                 let want = b - self.buf.len();
-                if shard.storage.pop_indexed_into(next, want, &mut self.buf) > 0 {
+                let took = take(shard, next, want, counted, &mut self.buf);
+                if took > 0 {
                     continue;
                 }
                 if next >= counted {

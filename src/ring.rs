@@ -11,9 +11,15 @@
 //! greater than `n - capacity`, which the flusher stored after reading the
 //! previous occupant.
 //!
-//! This is the only module with `unsafe` code: two accesses to a slot's
+//! This module holds the crate's `unsafe` code: two accesses to a slot's
 //! value cell, each justified below (under loom the cells are loom's, so the
-//! models check them for data races), and a `prefetchw` hint on x86-64.
+//! models check them for data races), and a `prefetchw` hint on x86-64. The
+//! ring's own methods are `unsafe fn`s whose `# Safety` sections state what
+//! the caller's admission must guarantee; the two callers (the producer's
+//! push in `batcher.rs`, the flusher's take in `flusher.rs`) say at the call
+//! why it holds. Nothing outside this crate can reach a `Ring`: the public
+//! [`RingStorage`] wraps one and hands it only to the batcher, through
+//! [`Storage`]'s sealed method.
 //!
 //! # Taking the slot lines back early
 //!
@@ -32,7 +38,7 @@
 //! items (5–10%) and about nothing with 64-byte ones.
 #![allow(unsafe_code)]
 
-use crate::storage::Storage;
+use crate::storage::{sealed::Seal, Storage};
 use crate::sync::{AtomicU64, Ordering, UnsafeSlot};
 use crossbeam_utils::CachePadded;
 use std::fmt;
@@ -42,15 +48,17 @@ use std::mem::MaybeUninit;
 /// batcher's reservations, one release store per item and no atomic
 /// read-modify-write of its own.
 ///
-/// It is only usable inside a batcher: its plain [`Storage::push`] refuses
-/// every item (there is no number to place it by), and items are placed by
-/// [`Storage::push_indexed`], which the batcher calls. For a stand-alone
-/// queue use [`ArrayStorage`](crate::ArrayStorage).
+/// Only the batcher that owns it can fill or drain it: the ring inside is
+/// reached through [`Storage`]'s sealed method, which no other crate can
+/// call. Used on its own (or wrapped in a storage of your own) it holds
+/// nothing: [`push`](Storage::push) refuses every item and
+/// [`pop`](Storage::pop) finds none. For a stand-alone queue use
+/// [`ArrayStorage`](crate::ArrayStorage).
 ///
 /// # Examples
 ///
 /// ```
-/// use microbatch::{Batcher, BatchInfo, RingStorage};
+/// use microbatch::{Batcher, BatchInfo, RingStorage, Storage};
 ///
 /// // The default; naming it changes nothing.
 /// let batcher = Batcher::builder()
@@ -59,8 +67,87 @@ use std::mem::MaybeUninit;
 ///     .unwrap();
 /// batcher.submit(1).unwrap();
 /// assert_eq!(batcher.shutdown().processed, 1);
+///
+/// // On its own it accepts nothing, so nothing can be taken twice.
+/// let ring = RingStorage::new(4);
+/// assert_eq!(ring.push(1u64), Err(1));
+/// assert_eq!(ring.pop(), None);
 /// ```
+///
+/// The numbered slot access the batcher uses is not part of the public
+/// API (it was, and safe code could take one item twice through it):
+///
+/// ```compile_fail
+/// use microbatch::{RingStorage, Storage};
+/// let ring = RingStorage::new(4);
+/// ring.push_indexed(0, Box::new(1u64)).unwrap();
+/// let a = ring.pop_indexed(0);
+/// let b = ring.pop_indexed(0);
+/// ```
+///
 pub struct RingStorage<T> {
+    ring: Ring<T>,
+}
+
+impl<T> RingStorage<T> {
+    /// A ring of `capacity` slots.
+    ///
+    /// # Panics
+    ///
+    /// If `capacity` is 0 (the builder rejects that before calling this).
+    pub fn new(capacity: usize) -> Self {
+        RingStorage {
+            ring: Ring::new(capacity),
+        }
+    }
+}
+
+impl<T> fmt::Debug for RingStorage<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_tuple("RingStorage").field(&self.ring).finish()
+    }
+}
+
+impl<T> fmt::Debug for Ring<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Ring")
+            .field("capacity", &self.cap)
+            .field("head", &self.head.load(Ordering::Relaxed))
+            .finish()
+    }
+}
+
+impl<T: Send> Storage<T> for RingStorage<T> {
+    /// Refuses: a ring slot is chosen by the batcher's reservation number.
+    fn push(&self, item: T) -> Result<(), T> {
+        Err(item)
+    }
+
+    /// Finds nothing: only the owning batcher takes items, by number.
+    fn pop(&self) -> Option<T> {
+        None
+    }
+
+    /// Items written and not yet taken (a scan of the slots: for reports,
+    /// not for hot paths).
+    fn len(&self) -> usize {
+        self.ring.len()
+    }
+
+    fn capacity(&self) -> usize {
+        self.ring.cap as usize
+    }
+
+    #[inline(always)]
+    fn __ring(&self, _: Seal) -> Option<&Ring<T>> {
+        Some(&self.ring)
+    }
+}
+
+/// The ring itself: slots numbered by the batcher's reservations. Its
+/// methods are `unsafe fn`s: their callers' admission is what makes each
+/// slot access exclusive.
+pub struct Ring<T> {
     /// Per slot: `index + 1` once item `index` is written; 0 while never
     /// written. Apart from the values (not one `(stamp, value)` struct per
     /// slot): an item of 64 bytes then moves one cache line to the flusher,
@@ -75,30 +162,26 @@ pub struct RingStorage<T> {
     /// (no `prefetchw` on this CPU, or a ring too small to look ahead in).
     ahead: u64,
     /// The next index the consumer takes (written by the consumer only, on
-    /// every pop). On its own cache line: next to the slot arrays, `mask` and `cap`,
-    /// which every push reads, each pop's store would take that line from
-    /// the producers (measured: the flusher drained at 10 ns per item).
+    /// every take). On its own cache line: next to the slot arrays, `mask`
+    /// and `cap`, which every push reads, each take's store would pull that
+    /// line from the producers (BENCHMARKS.md has the figure).
     head: CachePadded<AtomicU64>,
 }
 
 // SAFETY: the ring hands each item from exactly one producer to the one
 // consumer; a slot's value is accessed by one thread at a time, ordered by
-// its stamp (release store / acquire load) and by the batcher's admission
-// (see the module docs). Sending items across threads needs `T: Send`.
-unsafe impl<T: Send> Sync for RingStorage<T> {}
+// its stamp (release store / acquire load) and by the callers' admission
+// (the `# Safety` sections below). Sending items across threads needs
+// `T: Send`.
+unsafe impl<T: Send> Sync for Ring<T> {}
 // SAFETY: as above; the ring owns its items.
-unsafe impl<T: Send> Send for RingStorage<T> {}
+unsafe impl<T: Send> Send for Ring<T> {}
 
-impl<T> RingStorage<T> {
-    /// A ring of `capacity` slots.
-    ///
-    /// # Panics
-    ///
-    /// If `capacity` is 0 (the builder rejects that before calling this).
-    pub fn new(capacity: usize) -> Self {
+impl<T> Ring<T> {
+    fn new(capacity: usize) -> Self {
         assert!(capacity > 0, "capacity must be non-zero");
         let cap = capacity as u64;
-        RingStorage {
+        Ring {
             stamps: (0..capacity).map(|_| AtomicU64::new(0)).collect(),
             values: (0..capacity)
                 .map(|_| UnsafeSlot::new(MaybeUninit::uninit()))
@@ -122,6 +205,95 @@ impl<T> RingStorage<T> {
         } else {
             index % self.cap
         }) as usize
+    }
+
+    /// Items written and not yet taken (a scan of the stamps).
+    fn len(&self) -> usize {
+        let head = self.head.load(Ordering::Relaxed);
+        self.stamps
+            .iter()
+            .filter(|s| s.load(Ordering::Acquire) > head)
+            .count()
+    }
+
+    /// Writes item `index` into its slot and publishes it.
+    ///
+    /// # Safety
+    ///
+    /// - `index` is handed to exactly one `push` call over the ring's life
+    ///   (the batcher's reservation CAS hands each number out once), and the
+    ///   indices pushed are 0, 1, 2, … with none skipped for good;
+    /// - the slot's previous occupant, item `index - capacity` (if any), has
+    ///   been taken by [`take_into`](Ring::take_into), and that take
+    ///   happens-before this call (the batcher admits `index` only after an
+    ///   Acquire load of a `popped` count above `index - capacity`, which the
+    ///   consumer stored with Release semantics after the take).
+    #[inline]
+    pub(crate) unsafe fn push(&self, index: u64, item: T) {
+        if self.ahead != 0 {
+            let j = self.slot(index + self.ahead);
+            prefetch_for_write(&self.stamps[j]);
+            prefetch_for_write(&self.values[j]);
+        }
+        let i = self.slot(index);
+        // SAFETY: by the contract, no other thread accesses this slot's
+        // value now: its previous occupant was taken before this call, and
+        // no other push has this index.
+        self.values[i].with_mut(|p| unsafe { (*p).write(item) });
+        // Release: pairs with the Acquire load in `take`; the write above
+        // is visible to the consumer that sees this stamp.
+        self.stamps[i].store(index + 1, Ordering::Release);
+    }
+
+    /// Takes the items numbered `index`, `index + 1`, … into `out`, up to
+    /// `max` of them, stopping at the first not yet written; returns how
+    /// many it took.
+    ///
+    /// # Safety
+    ///
+    /// One consumer: calls to `take_into` on a ring never overlap, and each
+    /// passes the `index` the previous call stopped at (0 for the first), so
+    /// every item is taken once and `head` only moves forward.
+    #[inline]
+    pub(crate) unsafe fn take_into(&self, index: u64, max: usize, out: &mut Vec<T>) -> usize {
+        out.reserve(max);
+        let mut taken = 0;
+        while taken < max {
+            let k = index + taken as u64;
+            let i = self.slot(k);
+            // Acquire: pairs with the Release store in `push`.
+            if self.stamps[i].load(Ordering::Acquire) != k + 1 {
+                break;
+            }
+            // SAFETY: the stamp says item `k` was written, and the write is
+            // visible (Acquire above); the single consumer takes each index
+            // once (the contract), and no producer rewrites this slot before
+            // the consumer publishes a `popped` count above `k`, which the
+            // batcher does after this call returns.
+            out.push(self.values[i].with_mut(|p| unsafe { (*p).assume_init_read() }));
+            taken += 1;
+        }
+        if taken > 0 {
+            self.head.store(index + taken as u64, Ordering::Relaxed);
+        }
+        taken
+    }
+}
+
+impl<T> Drop for Ring<T> {
+    fn drop(&mut self) {
+        // Items written and never taken (a batcher dropped with its flusher
+        // never run, during a panic) are dropped here.
+        let head = self.head.load(Ordering::Relaxed);
+        for (stamp, value) in self.stamps.iter().zip(self.values.iter()) {
+            if stamp.load(Ordering::Acquire) > head {
+                // SAFETY: `&mut self`: no other access; `head` only moves
+                // forward past taken items (`take_into`'s contract), so a
+                // stamp above it marks an item written and not taken,
+                // initialised once.
+                value.with_mut(|p| unsafe { (*p).assume_init_drop() });
+            }
+        }
     }
 }
 
@@ -167,115 +339,73 @@ fn prefetch_for_write<U>(target: &U) {
     let _ = target;
 }
 
-impl<T: Send> RingStorage<T> {
-    /// Reads item `index` if its stamp says it was written; the caller (the
-    /// single consumer) then moves `head`.
-    #[inline(always)]
-    fn take(&self, index: u64) -> Option<T> {
-        let i = self.slot(index);
-        // Acquire: pairs with the Release store in `push_indexed`.
-        if self.stamps[i].load(Ordering::Acquire) != index + 1 {
-            return None;
+#[cfg(all(test, not(loom)))]
+mod tests {
+    use super::Ring;
+    use std::sync::atomic::{AtomicU64, Ordering};
+    use std::sync::Arc;
+
+    #[derive(Debug)]
+    struct Counted(u64, Arc<AtomicU64>);
+
+    impl Drop for Counted {
+        fn drop(&mut self) {
+            self.1.fetch_add(1, Ordering::Relaxed);
         }
-        // SAFETY: the stamp says item `index` was written (and the write is
-        // visible, by the Acquire above); the single consumer takes each
-        // index once (it asks for `index` only until it gets it), and no
-        // producer rewrites this slot before the consumer publishes a
-        // `popped` count above `index`, which happens after this read.
-        Some(self.values[i].with_mut(|p| unsafe { (*p).assume_init_read() }))
-    }
-}
-
-impl<T> fmt::Debug for RingStorage<T> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("RingStorage")
-            .field("capacity", &self.cap)
-            .field("head", &self.head.load(Ordering::Relaxed))
-            .finish()
-    }
-}
-
-impl<T: Send> Storage<T> for RingStorage<T> {
-    /// Refuses: a ring slot is chosen by the batcher's reservation number
-    /// (see [`push_indexed`](Storage::push_indexed)).
-    fn push(&self, item: T) -> Result<(), T> {
-        Err(item)
     }
 
-    fn pop(&self) -> Option<T> {
-        self.pop_indexed(self.head.load(Ordering::Relaxed))
-    }
-
-    /// Items written and not yet taken (a scan of the slots: for reports,
-    /// not for hot paths).
-    fn len(&self) -> usize {
-        let head = self.head.load(Ordering::Relaxed);
-        self.stamps
-            .iter()
-            .filter(|s| s.load(Ordering::Acquire) > head)
-            .count()
-    }
-
-    fn capacity(&self) -> usize {
-        self.cap as usize
-    }
-
-    #[inline]
-    fn push_indexed(&self, index: u64, item: T) -> Result<(), T> {
-        if self.ahead != 0 {
-            let j = self.slot(index + self.ahead);
-            prefetch_for_write(&self.stamps[j]);
-            prefetch_for_write(&self.values[j]);
-        }
-        let i = self.slot(index);
-        // SAFETY: reservation `index` is this caller's alone (the batcher's
-        // CAS handed it out once), and the slot's previous occupant,
-        // `index - capacity`, has been taken: the caller was admitted only
-        // after acquiring a `popped` count above it, which the consumer
-        // published after its read. No other thread touches the value now.
-        self.values[i].with_mut(|p| unsafe { (*p).write(item) });
-        // Release: pairs with the Acquire load in `pop_indexed`; the write
-        // above is visible to the consumer that sees this stamp.
-        self.stamps[i].store(index + 1, Ordering::Release);
-        Ok(())
-    }
-
-    #[inline]
-    fn pop_indexed(&self, index: u64) -> Option<T> {
-        let item = self.take(index)?;
-        self.head.store(index + 1, Ordering::Relaxed);
-        Some(item)
-    }
-
-    #[inline]
-    fn pop_indexed_into(&self, index: u64, max: usize, out: &mut Vec<T>) -> usize {
-        out.reserve(max);
-        let mut taken = 0;
-        while taken < max {
-            match self.take(index + taken as u64) {
-                Some(item) => out.push(item),
-                None => break,
+    /// The ring under the protocol the batcher keeps (each index pushed
+    /// once, taken in order by one consumer): items come out in number
+    /// order, a slot is not readable before it is written, slots are reused
+    /// after a lap, and items never taken are dropped with the ring.
+    #[test]
+    fn numbered_slots_and_drop() {
+        let drops = Arc::new(AtomicU64::new(0));
+        let ring = Ring::new(3);
+        let item = |i| Counted(i, Arc::clone(&drops));
+        let mut out = Vec::new();
+        // SAFETY: for every call below: one thread, each index pushed once,
+        // each take starting where the last one stopped, and an index
+        // pushed only after the item a lap before it was taken.
+        unsafe {
+            assert_eq!(ring.take_into(0, 8, &mut out), 0, "nothing written yet");
+            ring.push(1, item(1));
+            assert_eq!(ring.take_into(0, 8, &mut out), 0, "item 0 still in flight");
+            ring.push(0, item(0));
+            assert_eq!(ring.len(), 2);
+            assert_eq!(ring.take_into(0, 1, &mut out), 1, "max respected");
+            assert_eq!(ring.take_into(1, 8, &mut out), 1);
+            // Slot reuse: items 2..5 wrap around the three slots.
+            for i in 2..5 {
+                ring.push(i, item(i));
             }
-            taken += 1;
+            assert_eq!(ring.take_into(2, 1, &mut out), 1);
         }
-        if taken > 0 {
-            self.head.store(index + taken as u64, Ordering::Relaxed);
-        }
-        taken
+        assert_eq!(out.iter().map(|c| c.0).collect::<Vec<_>>(), [0, 1, 2]);
+        drop(out);
+        assert_eq!(drops.load(Ordering::Relaxed), 3);
+        drop(ring); // items 3 and 4 were never taken
+        assert_eq!(
+            drops.load(Ordering::Relaxed),
+            5,
+            "left-overs dropped with the ring"
+        );
     }
-}
 
-impl<T> Drop for RingStorage<T> {
-    fn drop(&mut self) {
-        // Items written and never taken (a batcher dropped with its flusher
-        // never run, during a panic) are dropped here.
-        let head = self.head.load(Ordering::Relaxed);
-        for (stamp, value) in self.stamps.iter().zip(self.values.iter()) {
-            if stamp.load(Ordering::Acquire) > head {
-                // SAFETY: `&mut self`: no other access; a stamp above `head`
-                // marks an item written and not taken, initialised once.
-                value.with_mut(|p| unsafe { (*p).assume_init_drop() });
+    /// Capacities that are not powers of two index by `%`.
+    #[test]
+    fn odd_capacity_wraps() {
+        let ring = Ring::new(5);
+        let mut out = Vec::new();
+        for lap in 0..4u64 {
+            // SAFETY: as in `numbered_slots_and_drop`.
+            unsafe {
+                for i in 0..5 {
+                    ring.push(lap * 5 + i, lap * 5 + i);
+                }
+                assert_eq!(ring.take_into(lap * 5, 8, &mut out), 5);
             }
         }
+        assert_eq!(out, (0..20).collect::<Vec<u64>>());
     }
 }

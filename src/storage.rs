@@ -5,7 +5,7 @@ use std::fmt;
 
 pub use crate::ring::RingStorage;
 
-/// The queue behind one shard.
+/// The queue behind one shard, for a storage of your own.
 ///
 /// The Go original's `BatchStorage` had `Size`, `Append`, `GetAll` and
 /// `Clear`, called from one goroutine. Here producers on many threads append
@@ -16,17 +16,27 @@ pub use crate::ring::RingStorage;
 ///
 /// # Contract
 ///
-/// The batcher does its own admission control: it never has more than
+/// The trait is safe to implement, and nothing a storage does can make the
+/// batcher unsound: the batcher only moves items in and out by value. It
+/// does its own admission control, never having more than
 /// [`capacity`](Storage::capacity) items pushed and not yet popped in one
-/// storage. So an implementation must:
-/// - accept every `push` while it holds fewer than `capacity()` items (a
-///   storage that refuses early makes that producer spin until the flusher
-///   pops);
-/// - be first-in first-out for pushes from one thread (per-thread order is a
-///   guarantee of the batcher);
-/// - be safe for many concurrent `push` callers and one `pop` caller;
-/// - never panic in `push` (the slot is reserved before `push` is called, and
-///   shutdown waits for it to be filled).
+/// storage, and relies on the storage for this much behaviour:
+/// - accept every `push` while it holds fewer than `capacity()` items. The
+///   slot is already counted when `push` is called, so a storage that
+///   refuses early makes that producer retry (yielding) until it accepts,
+///   and one that never accepts stalls it;
+/// - hand back, through `pop`, every item it accepted, once, first-in
+///   first-out for pushes from one thread (per-thread order is a guarantee
+///   of the batcher). A storage that loses an item makes `flush` and the
+///   final drain wait for it; one that invents or repeats items makes the
+///   batcher process them;
+/// - be safe for many concurrent `push` callers and one `pop` caller, and
+///   not panic in `push` or `pop`.
+///
+/// One storage is made for each shard; a factory that hands several shards
+/// the same queue (through an `Arc`, say) is allowed and stays sound, but
+/// per-thread order then only holds if the queue is FIFO across all its
+/// producers.
 ///
 /// # Examples
 ///
@@ -73,35 +83,14 @@ pub trait Storage<T>: Send + Sync {
     /// How many items it can hold.
     fn capacity(&self) -> usize;
 
-    /// Appends the item the batcher numbered `index` (0, 1, 2, ... per
-    /// shard; at most `capacity()` ahead of the pops). A storage that can
-    /// use the numbering (like [`RingStorage`]) saves an atomic operation per
-    /// item; the default ignores it and calls [`push`](Storage::push).
+    /// Takes up to `max` of the oldest items into `out`, stopping when none
+    /// is left; returns how many it took. The flusher drains a shard with
+    /// this; the default calls [`pop`](Storage::pop) for each item.
     #[inline]
-    fn push_indexed(&self, index: u64, item: T) -> Result<(), T> {
-        let _ = index;
-        self.push(item)
-    }
-
-    /// Takes the item numbered `index`, the next one the batcher expects
-    /// (`None` if it is not there yet). The default ignores the number and
-    /// calls [`pop`](Storage::pop).
-    #[inline]
-    fn pop_indexed(&self, index: u64) -> Option<T> {
-        let _ = index;
-        self.pop()
-    }
-
-    /// Takes the items numbered `index`, `index + 1`, ... into `out`, up to
-    /// `max` of them, stopping at the first that is not there yet; returns
-    /// how many it took. The flusher drains a shard with this. The default
-    /// calls [`pop_indexed`](Storage::pop_indexed) for each;
-    /// [`RingStorage`] takes a run of slots in one loop.
-    #[inline]
-    fn pop_indexed_into(&self, index: u64, max: usize, out: &mut Vec<T>) -> usize {
+    fn pop_into(&self, max: usize, out: &mut Vec<T>) -> usize {
         let mut taken = 0;
         while taken < max {
-            match self.pop_indexed(index + taken as u64) {
+            match self.pop() {
                 Some(item) => out.push(item),
                 None => break,
             }
@@ -109,13 +98,34 @@ pub trait Storage<T>: Send + Sync {
         }
         taken
     }
+
+    /// The batcher's own ring, if this is a [`RingStorage`]. Not for
+    /// implementors: the argument and the result are types no other crate
+    /// can name, so no other storage can provide it.
+    #[doc(hidden)]
+    #[inline(always)]
+    fn __ring(&self, _: sealed::Seal) -> Option<&sealed::Ring<T>> {
+        None
+    }
+}
+
+/// Types that appear in [`Storage`]'s one sealed method. Public in a
+/// private module: other crates cannot name them, so they can neither call
+/// nor override that method.
+// `pub` items other crates cannot reach, by design.
+#[allow(unreachable_pub)]
+pub(crate) mod sealed {
+    /// The proof that the caller is this crate.
+    #[derive(Debug, Clone, Copy)]
+    pub struct Seal(pub(crate) ());
+
+    pub use crate::ring::Ring;
 }
 
 /// A bounded lock-free `crossbeam_queue::ArrayQueue`: a general-purpose MPMC
 /// queue, usable on its own. The batcher's default is [`RingStorage`], which
 /// uses the batcher's slot numbering to save the queue's own atomic
-/// operation per item; choose this one with
-/// `.storage(ArrayStorage::new)`.
+/// operation per item; choose this one with `.storage(ArrayStorage::new)`.
 ///
 /// # Examples
 ///

@@ -71,89 +71,89 @@ fn custom_storage_carries_every_item() {
     assert_eq!(sum.load(Ordering::Relaxed), (0..30_000).sum::<u64>());
 }
 
-/// The default ring, used directly through the indexed calls the batcher
-/// makes: items come out in number order, a slot is not readable before it
-/// is written, plain push refuses, and items never taken are dropped with
-/// the ring.
+/// The trait's batched take (what the flusher drains a custom storage
+/// with): up to `max`, stopping when the storage is empty.
 #[test]
-fn ring_storage_indexed_calls_and_drop() {
-    use microbatch::RingStorage;
-    #[derive(Debug)]
-    struct Counted(u64, Arc<AtomicU64>);
-    impl Drop for Counted {
-        fn drop(&mut self) {
-            self.1.fetch_add(1, Ordering::Relaxed);
-        }
-    }
-    let drops = Arc::new(AtomicU64::new(0));
-    let ring = RingStorage::new(3);
-    assert_eq!(ring.capacity(), 3);
-    assert!(
-        ring.push(Counted(99, Arc::clone(&drops))).is_err(),
-        "plain push refuses"
-    );
-    assert_eq!(drops.load(Ordering::Relaxed), 1);
-    assert!(ring.pop_indexed(0).is_none(), "nothing written yet");
-    ring.push_indexed(1, Counted(1, Arc::clone(&drops)))
-        .unwrap();
-    assert!(ring.pop_indexed(0).is_none(), "item 0 still in flight");
-    ring.push_indexed(0, Counted(0, Arc::clone(&drops)))
-        .unwrap();
-    assert_eq!(ring.len(), 2);
-    assert_eq!(ring.pop_indexed(0).map(|c| c.0), Some(0));
-    assert_eq!(
-        ring.pop().map(|c| c.0),
-        Some(1),
-        "pop takes the next number"
-    );
-    // Slot reuse: items 2..5 wrap around the three slots.
-    for i in 2..5 {
-        ring.push_indexed(i, Counted(i, Arc::clone(&drops)))
-            .unwrap();
-    }
-    assert_eq!(ring.pop_indexed(2).map(|c| c.0), Some(2));
-    assert_eq!(drops.load(Ordering::Relaxed), 4);
-    drop(ring); // items 3 and 4 were never taken
-    assert_eq!(
-        drops.load(Ordering::Relaxed),
-        6,
-        "left-over items dropped with the ring"
-    );
-}
-
-/// The flusher's batched take: a run of consecutive numbers, stopping at the
-/// first still in flight and at `max`; the ring's own loop and the trait's
-/// default (a storage that only has `pop`) agree.
-#[test]
-fn pop_indexed_into_takes_a_run() {
-    use microbatch::{ArrayStorage, RingStorage};
-    let ring = RingStorage::new(8);
-    for i in [0u64, 1, 2, 4, 5] {
-        ring.push_indexed(i, i * 10).unwrap();
-    }
-    let mut out = Vec::new();
-    assert_eq!(ring.pop_indexed_into(0, 8, &mut out), 3, "stops at 3");
-    assert_eq!(out, [0, 10, 20]);
-    assert_eq!(ring.pop_indexed_into(3, 8, &mut out), 0, "3 in flight");
-    ring.push_indexed(3, 30).unwrap();
-    assert_eq!(ring.pop_indexed_into(3, 2, &mut out), 2, "max respected");
-    assert_eq!(out, [0, 10, 20, 30, 40]);
-    assert_eq!(ring.pop_indexed_into(5, 8, &mut out), 1);
-    assert_eq!(out.last(), Some(&50));
-    assert_eq!(ring.len(), 0);
-
+fn pop_into_takes_a_run() {
+    use microbatch::ArrayStorage;
     let q = ArrayStorage::new(4);
     for i in 0..3u64 {
         q.push(i).unwrap();
     }
     let mut out = Vec::new();
-    assert_eq!(q.pop_indexed_into(0, 2, &mut out), 2, "default: max");
-    assert_eq!(
-        q.pop_indexed_into(2, 8, &mut out),
-        1,
-        "default: until empty"
-    );
+    assert_eq!(q.pop_into(2, &mut out), 2, "default: max");
+    assert_eq!(q.pop_into(8, &mut out), 1, "default: until empty");
     assert_eq!(out, [0, 1, 2]);
+}
+
+/// The default ring, on its own, holds nothing: only its batcher can fill
+/// it, so no safe caller can take an item twice.
+#[test]
+fn ring_storage_alone_holds_nothing() {
+    use microbatch::RingStorage;
+    let drops = Arc::new(AtomicU64::new(0));
+    struct Counted(Arc<AtomicU64>);
+    impl Drop for Counted {
+        fn drop(&mut self) {
+            self.0.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+    let ring = RingStorage::new(3);
+    assert_eq!(ring.capacity(), 3);
+    assert!(ring.push(Counted(Arc::clone(&drops))).is_err());
+    assert_eq!(
+        drops.load(Ordering::Relaxed),
+        1,
+        "the refused item came back"
+    );
+    assert!(ring.pop().is_none());
+    assert_eq!(ring.len(), 0);
+    let mut out = Vec::new();
+    assert_eq!(ring.pop_into(8, &mut out), 0);
+}
+
+/// A factory that hands every shard the same queue is sound, and nothing
+/// is lost or taken twice through it.
+#[test]
+fn one_queue_shared_by_every_shard() {
+    struct SharedQueue(Arc<microbatch::ArrayStorage<u64>>);
+    impl Storage<u64> for SharedQueue {
+        fn push(&self, item: u64) -> Result<(), u64> {
+            self.0.push(item)
+        }
+        fn pop(&self) -> Option<u64> {
+            self.0.pop()
+        }
+        fn len(&self) -> usize {
+            self.0.len()
+        }
+        fn capacity(&self) -> usize {
+            64
+        }
+    }
+    let q = Arc::new(microbatch::ArrayStorage::new(4 * 64));
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let s2 = Arc::clone(&seen);
+    let batcher = Batcher::builder()
+        .shards(4)
+        .capacity(64)
+        .max_batch_size(16)
+        .storage(move |_| SharedQueue(Arc::clone(&q)))
+        .build(move |batch: &mut Vec<u64>, _: &BatchInfo| {
+            s2.lock().unwrap().extend(batch.drain(..));
+        })
+        .unwrap();
+    std::thread::scope(|s| {
+        for t in 0..4u64 {
+            let b = &batcher;
+            s.spawn(move || (0..5_000).for_each(|i| b.submit(t << 32 | i).unwrap()));
+        }
+    });
+    assert_eq!(batcher.shutdown().processed, 20_000);
+    let mut seen = seen.lock().unwrap().clone();
+    seen.sort_unstable();
+    seen.dedup();
+    assert_eq!(seen.len(), 20_000, "every item exactly once");
 }
 
 /// `ArrayStorage` (crossbeam's `ArrayQueue`) stays available.
