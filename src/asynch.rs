@@ -1,10 +1,17 @@
 //! The async edge: a submit that waits for room without blocking a thread,
-//! and an awaitable flush. Runtime-agnostic (plain `Future`s woken through
-//! `Waker`s); the flusher stays a dedicated OS thread and never runs on, or
-//! blocks, the caller's runtime.
+//! an awaitable flush and an awaitable shutdown. Runtime-agnostic (plain
+//! `Future`s woken through `Waker`s); the flusher stays a dedicated OS
+//! thread and never runs on, or blocks, the caller's runtime.
+//!
+//! Ordering: a batcher keeps the order of items submitted from one *thread*.
+//! A task that a multi-threaded runtime moves between threads may submit
+//! from several, and its items may then be processed out of its order;
+//! submit from one thread (a current-thread runtime, or a task that never
+//! migrates) when a task's order matters.
 
 use crate::batcher::{Batcher, Refusal, Shared};
-use crate::err::{FlushError, SubmitError};
+use crate::err::{FlushError, ShutdownError, SubmitError};
+use crate::metrics::Metrics;
 use crate::storage::Storage;
 use std::fmt;
 use std::future::Future;
@@ -19,13 +26,19 @@ use std::task::{Context, Poll};
 /// two, so dropping the future cannot lose an accepted item: if it resolved
 /// `Ok`, the item will be processed; if it is dropped before resolving, the
 /// item was never accepted and is dropped with the future (to keep it, loop
-/// on [`Batcher::try_submit`] yourself). Nothing leaks: the waker it
-/// registered is released.
+/// on [`Batcher::try_submit`] yourself), and counted in
+/// [`Metrics::rejected_cancelled`](crate::Metrics::rejected_cancelled).
+/// Nothing leaks: the waker it registered is released.
+///
+/// # Ordering
+///
+/// Per-thread, not per-task: a task that migrates between threads may see
+/// its items processed out of its order (see the crate docs on async use).
 #[must_use = "futures do nothing unless polled"]
 pub struct SubmitFuture<'a, T, S: Storage<T>> {
     shared: &'a Shared<T, S>,
     item: Option<T>,
-    registered: bool,
+    registered: Option<usize>,
 }
 
 impl<T, S: Storage<T>> fmt::Debug for SubmitFuture<'_, T, S> {
@@ -84,6 +97,10 @@ impl<T, S: Storage<T>> Future for SubmitFuture<'_, T, S> {
 impl<T, S: Storage<T>> Drop for SubmitFuture<'_, T, S> {
     fn drop(&mut self) {
         self.shared.signal.deregister(&mut self.registered);
+        if self.item.is_some() {
+            // Never accepted: refused by the caller's own cancellation.
+            self.shared.count_cancelled();
+        }
     }
 }
 
@@ -96,7 +113,7 @@ impl<T, S: Storage<T>> Drop for SubmitFuture<'_, T, S> {
 pub struct FlushFuture<'a, T, S: Storage<T>> {
     shared: &'a Shared<T, S>,
     state: Result<Option<Vec<u64>>, Option<FlushError>>,
-    registered: bool,
+    registered: Option<usize>,
 }
 
 impl<T, S: Storage<T>> fmt::Debug for FlushFuture<'_, T, S> {
@@ -135,7 +152,9 @@ impl<T, S: Storage<T>> Batcher<T, S> {
     /// task is woken when the flusher frees room (or the batcher closes).
     /// Whatever the configured policy, a full shard means waiting; put a
     /// timeout around it with your runtime if you need one (see
-    /// [`SubmitFuture`] for what dropping it does).
+    /// [`SubmitFuture`] for what dropping it does). Items keep the order of
+    /// the thread that submits them, not of the task: see
+    /// [`SubmitFuture`]'s ordering note.
     ///
     /// # Errors
     ///
@@ -159,12 +178,13 @@ impl<T, S: Storage<T>> Batcher<T, S> {
         SubmitFuture {
             shared: self.shared(),
             item: Some(item),
-            registered: false,
+            registered: None,
         }
     }
 
     /// [`flush`](Batcher::flush) as a future: resolves once every item whose
-    /// submit returned `Ok` before this call has been processed.
+    /// submit returned `Ok` before this call has been processed (the
+    /// barrier is over items, whatever thread or task submitted them).
     ///
     /// # Errors
     ///
@@ -173,7 +193,76 @@ impl<T, S: Storage<T>> Batcher<T, S> {
         FlushFuture {
             shared: self.shared(),
             state: self.shared().request_flush().map_err(Some),
-            registered: false,
+            registered: None,
         }
+    }
+
+    /// [`shutdown_timeout`](Batcher::shutdown_timeout) as a future, without
+    /// the timeout (put your runtime's around it): closes at once, and
+    /// resolves to the final counters when the flusher has processed
+    /// everything accepted and stopped. Dropping the future stops waiting;
+    /// the batcher stays closed.
+    ///
+    /// # Errors
+    ///
+    /// [`ShutdownError::Reentrant`] from the batcher's own processor.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use microbatch::{Batcher, BatchInfo};
+    /// use std::sync::Arc;
+    ///
+    /// let batcher = Arc::new(
+    ///     Batcher::builder()
+    ///         .build(|batch: &mut Vec<u32>, _: &BatchInfo| batch.clear())
+    ///         .unwrap(),
+    /// );
+    /// batcher.submit(1).unwrap();
+    /// let m = futures::executor::block_on(batcher.shutdown_async()).unwrap();
+    /// assert_eq!(m.processed, 1);
+    /// ```
+    pub fn shutdown_async(&self) -> ShutdownFuture<'_, T, S> {
+        let shared = self.shared();
+        shared.close();
+        ShutdownFuture {
+            shared,
+            registered: None,
+        }
+    }
+}
+
+/// The future of [`Batcher::shutdown_async`].
+#[must_use = "futures do nothing unless polled"]
+pub struct ShutdownFuture<'a, T, S: Storage<T>> {
+    shared: &'a Shared<T, S>,
+    registered: Option<usize>,
+}
+
+impl<T, S: Storage<T>> fmt::Debug for ShutdownFuture<'_, T, S> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ShutdownFuture").finish_non_exhaustive()
+    }
+}
+
+impl<T, S: Storage<T>> Future for ShutdownFuture<'_, T, S> {
+    type Output = Result<Metrics, ShutdownError>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.get_mut();
+        let shared = this.shared;
+        if shared.on_flusher_thread() {
+            return Poll::Ready(Err(ShutdownError::Reentrant(Box::new(shared.metrics()))));
+        }
+        shared
+            .signal
+            .poll_wait(cx, &mut this.registered, || shared.done())
+            .map(|()| Ok(shared.metrics()))
+    }
+}
+
+impl<T, S: Storage<T>> Drop for ShutdownFuture<'_, T, S> {
+    fn drop(&mut self) {
+        self.shared.signal.deregister(&mut self.registered);
     }
 }

@@ -33,12 +33,13 @@
 
 use crate::builder::{Backpressure, Config};
 use crate::err::{
-    duration_to_nanos, FlushError, SubmitError, SubmitManyError, SubmitTimeoutError, TrySubmitError,
+    duration_to_nanos, FlushError, ShutdownError, SubmitError, SubmitManyError, SubmitTimeoutError,
+    TrySubmitError,
 };
 use crate::metrics::Metrics;
 use crate::storage::{sealed::Seal, RingStorage, Storage};
 use crate::sync::{
-    self, thread, Arc, AtomicU64, AtomicUsize, Clock, Mutex, Ordering, Signal, YieldWait,
+    self, fence, thread, Arc, AtomicU64, AtomicUsize, Clock, Mutex, Ordering, Signal, YieldWait,
 };
 use crossbeam_utils::CachePadded;
 use std::fmt;
@@ -72,6 +73,8 @@ pub(crate) struct ProducerSide {
     pub(crate) rejected_full: AtomicU64,
     pub(crate) rejected_timeout: AtomicU64,
     pub(crate) rejected_closed: AtomicU64,
+    /// Items of `submit_async` futures dropped before acceptance.
+    pub(crate) rejected_cancelled: AtomicU64,
     pub(crate) waits: AtomicU64,
 }
 
@@ -98,11 +101,52 @@ pub(crate) struct Shard<S> {
 }
 
 /// The flusher's published counters (single writer: plain stores).
+///
+/// # Snapshot protocol
+///
+/// `seq` is a sequence lock over the flusher's item counts (every shard's
+/// `popped` and `processed`, and `failed`): the flusher makes it odd, fences
+/// (Release), stores the counts, and makes it even again (Release). A reader
+/// ([`Shared::metrics`]) loads it (Acquire), loads those counts and then the
+/// shard words, fences (Acquire) and loads it again: equal and even means no
+/// count changed while it read, so every shard word it read is bounded by
+/// the `popped` it read (admission) and the snapshot's
+/// `submitted == processed + failed + in_flight + queue_depth`,
+/// `queue_depth <= capacity` and `in_flight <= max_batch_size` hold exactly.
+/// Checked by the loom model `metrics`.
 #[derive(Debug)]
 pub(crate) struct FlusherStats {
+    pub(crate) seq: AtomicU64,
+    /// Items of failed batches (under `seq`).
+    pub(crate) failed: AtomicU64,
+    pub(crate) discarded: AtomicU64,
     pub(crate) batches: [AtomicU64; 4],
     pub(crate) errors: AtomicU64,
     pub(crate) panics: AtomicU64,
+    pub(crate) other_panics: AtomicU64,
+    /// Panics of a `metrics` recorder, caught by the exporter thread.
+    pub(crate) export_panics: AtomicU64,
+    /// Clock time the processor entered the current batch; 0 outside one.
+    pub(crate) busy_since: AtomicU64,
+}
+
+impl FlusherStats {
+    /// Opens a write of the counts under `seq` (the flusher only).
+    pub(crate) fn begin_write(&self) {
+        let s = self.seq.load(Ordering::Relaxed);
+        self.seq.store(s + 1, Ordering::Relaxed);
+        // Release fence: a reader that sees any count stored after this
+        // also sees the odd `seq` (pairs with the Acquire fence in
+        // `Shared::metrics`).
+        fence(Ordering::Release);
+    }
+
+    /// Closes a write opened by [`begin_write`](FlusherStats::begin_write).
+    pub(crate) fn end_write(&self) {
+        let s = self.seq.load(Ordering::Relaxed);
+        // Release: pairs with the reader's first (Acquire) load of `seq`.
+        self.seq.store(s + 1, Ordering::Release);
+    }
 }
 
 /// What the wake path touches, away from the hot lines.
@@ -125,7 +169,12 @@ pub(crate) struct Shared<T, S> {
     pub(crate) flush_targets: Mutex<Vec<u64>>,
     close_lock: Mutex<()>,
     pub(crate) status: AtomicUsize,
-    next_hint: AtomicUsize,
+    /// Never reused: what threads key their shard and flusher marks by.
+    pub(crate) id: u64,
+    /// Threads hold a `Weak` of it, to forget batchers that are gone.
+    alive: std::sync::Arc<()>,
+    /// The next shard to assign to a thread this batcher has not seen.
+    next_shard: AtomicUsize,
     pub(crate) clock: Clock,
     pub(crate) cfg: Config,
     _items: PhantomData<fn(T) -> T>,
@@ -157,6 +206,7 @@ impl<T, S: Storage<T>> Shared<T, S> {
                     rejected_full: AtomicU64::new(0),
                     rejected_timeout: AtomicU64::new(0),
                     rejected_closed: AtomicU64::new(0),
+                    rejected_cancelled: AtomicU64::new(0),
                     waits: AtomicU64::new(0),
                 }),
                 cons: CachePadded::new(ConsumerSide {
@@ -177,6 +227,9 @@ impl<T, S: Storage<T>> Shared<T, S> {
                 thread: Mutex::new(None),
             }),
             stats: CachePadded::new(FlusherStats {
+                seq: AtomicU64::new(0),
+                failed: AtomicU64::new(0),
+                discarded: AtomicU64::new(0),
                 batches: [
                     AtomicU64::new(0),
                     AtomicU64::new(0),
@@ -185,52 +238,35 @@ impl<T, S: Storage<T>> Shared<T, S> {
                 ],
                 errors: AtomicU64::new(0),
                 panics: AtomicU64::new(0),
+                other_panics: AtomicU64::new(0),
+                export_panics: AtomicU64::new(0),
+                busy_since: AtomicU64::new(0),
             }),
             signal: Signal::new(),
             flush_targets: Mutex::new(vec![0; n]),
             close_lock: Mutex::new(()),
             status: AtomicUsize::new(NOT_STARTED),
-            next_hint: AtomicUsize::new(0),
+            id: sync::next_batcher_id(),
+            alive: std::sync::Arc::new(()),
+            next_shard: AtomicUsize::new(0),
             clock: Clock::new(),
             cfg,
             _items: PhantomData,
         }
     }
 
-    fn addr(&self) -> usize {
-        self as *const Self as usize
-    }
-
     /// Is the calling thread running this batcher's flusher (its processor)?
     pub(crate) fn on_flusher_thread(&self) -> bool {
-        let me = self.addr();
-        sync::with_slots(|s| s.flusher_of.get() == me)
+        sync::is_flusher_of(self.id)
     }
 
-    pub(crate) fn mark_flusher_thread(&self, on: bool) {
-        let me = if on { self.addr() } else { 0 };
-        sync::with_slots(|s| s.flusher_of.set(me));
-    }
-
-    /// The calling thread's shard.
+    /// The calling thread's shard: assigned round-robin the first time this
+    /// batcher sees the thread, then kept for the batcher's life.
     #[inline]
     pub(crate) fn shard(&self) -> &Shard<S> {
-        let me = self.addr();
         let n = self.shards.len();
-        let idx = sync::with_slots(|s| {
-            let cached = s.cached_index.get();
-            if s.cached_for.get() == me && cached < n {
-                return cached;
-            }
-            let mut hint = s.hint.get();
-            if hint == usize::MAX {
-                hint = self.next_hint.fetch_add(1, Ordering::Relaxed);
-                s.hint.set(hint);
-            }
-            let i = hint % n;
-            s.cached_for.set(me);
-            s.cached_index.set(i);
-            i
+        let idx = sync::shard_index(self.id, &self.alive, n, || {
+            self.next_shard.fetch_add(1, Ordering::Relaxed)
         });
         &self.shards[idx]
     }
@@ -338,8 +374,6 @@ impl<T, S: Storage<T>> Shared<T, S> {
             Ok((n, _)) => {
                 self.push_reserved(shard, n, item);
                 self.after_push(shard, n + 1);
-                #[cfg(feature = "log")]
-                log::trace!("microbatch: appended item {} to a shard", n + 1);
                 Ok(())
             }
             Err(r) => Err((r, item)),
@@ -369,6 +403,14 @@ impl<T, S: Storage<T>> Shared<T, S> {
     /// Counts a refusal on the calling thread's shard.
     pub(crate) fn count_refusal(&self, r: Refusal) {
         self.count(self.shard(), r, 1);
+    }
+
+    /// Counts an item whose `submit_async` future was dropped unaccepted.
+    pub(crate) fn count_cancelled(&self) {
+        self.shard()
+            .prod
+            .rejected_cancelled
+            .fetch_add(1, Ordering::Relaxed);
     }
 
     fn submit_many(&self, items: &mut Vec<T>, wait: Wait) -> Result<(), SubmitManyError> {
@@ -470,24 +512,29 @@ impl<T, S: Storage<T>> Shared<T, S> {
 
     /// Stops intake; see [`Batcher::close`].
     pub(crate) fn close(&self) {
-        let _guard = self.close_lock.lock().unwrap_or_else(|e| e.into_inner());
-        if self.state.load(Ordering::SeqCst) & CLOSED != 0 {
-            return;
-        }
-        self.state.fetch_or(CLOSING, Ordering::SeqCst);
-        for shard in self.shards.iter() {
-            // SeqCst RMW: every reservation CAS is before or after this one;
-            // the displaced count is exactly the set the final drain awaits.
-            let prev = shard.prod.word.fetch_or(WORD_CLOSED, Ordering::SeqCst);
-            shard.cons.closed_at.store(prev >> 1, Ordering::SeqCst);
-        }
-        // SeqCst RMW on `state`: the flusher reads CLOSED, then `closed_at`.
-        let prev = self.state.fetch_or(CLOSED, Ordering::SeqCst);
-        if prev & SLEEPING != 0 {
-            self.wake_flusher();
+        {
+            let _guard = self.close_lock.lock().unwrap_or_else(|e| e.into_inner());
+            if self.state.load(Ordering::SeqCst) & CLOSED != 0 {
+                return;
+            }
+            self.state.fetch_or(CLOSING, Ordering::SeqCst);
+            for shard in self.shards.iter() {
+                // SeqCst RMW: every reservation CAS is before or after this
+                // one; the displaced count is exactly the set the final
+                // drain awaits.
+                let prev = shard.prod.word.fetch_or(WORD_CLOSED, Ordering::SeqCst);
+                shard.cons.closed_at.store(prev >> 1, Ordering::SeqCst);
+            }
+            // SeqCst RMW on `state`: the flusher reads CLOSED, then
+            // `closed_at`.
+            let prev = self.state.fetch_or(CLOSED, Ordering::SeqCst);
+            if prev & SLEEPING != 0 {
+                self.wake_flusher();
+            }
         }
         // Producers blocked for room see the closed bit.
         self.signal.notify();
+        // Outside the lock: a log backend may use this batcher.
         #[cfg(feature = "log")]
         log::debug!("microbatch: closed");
     }
@@ -496,14 +543,16 @@ impl<T, S: Storage<T>> Shared<T, S> {
     /// flusher starting again). Shard bits are cleared before `CLOSING`, so
     /// a submit refused as closed still finds `is_closed()` true.
     pub(crate) fn reopen(&self) {
-        let _guard = self.close_lock.lock().unwrap_or_else(|e| e.into_inner());
-        if self.state.load(Ordering::SeqCst) & CLOSED == 0 {
-            return;
+        {
+            let _guard = self.close_lock.lock().unwrap_or_else(|e| e.into_inner());
+            if self.state.load(Ordering::SeqCst) & CLOSED == 0 {
+                return;
+            }
+            for shard in self.shards.iter() {
+                shard.prod.word.fetch_and(!WORD_CLOSED, Ordering::SeqCst);
+            }
+            self.state.fetch_and(!(CLOSED | CLOSING), Ordering::SeqCst);
         }
-        for shard in self.shards.iter() {
-            shard.prod.word.fetch_and(!WORD_CLOSED, Ordering::SeqCst);
-        }
-        self.state.fetch_and(!(CLOSED | CLOSING), Ordering::SeqCst);
         #[cfg(feature = "log")]
         log::debug!("microbatch: reopened");
     }
@@ -575,6 +624,12 @@ impl<T, S: Storage<T>> Shared<T, S> {
             .unwrap_or(Err(FlushError::Timeout))
     }
 
+    /// `Some` once the flusher has run to its end since the last close
+    /// (closed and drained).
+    pub(crate) fn done(&self) -> Option<()> {
+        (self.status.load(Ordering::SeqCst) == DONE && self.is_closed()).then_some(())
+    }
+
     /// Blocks until the flusher has finished (if it has started).
     fn wait_done(&self) {
         if self.on_flusher_thread() {
@@ -585,30 +640,72 @@ impl<T, S: Storage<T>> Shared<T, S> {
         });
     }
 
+    /// A snapshot of the counters (see [`FlusherStats`] for why the item
+    /// counts are consistent).
     pub(crate) fn metrics(&self) -> Metrics {
         let mut m = Metrics::default();
+        let st = &self.stats;
+        let mut tries = 0u32;
+        loop {
+            // Acquire: pairs with the Release store in `end_write`.
+            let s1 = st.seq.load(Ordering::Acquire);
+            let (mut accepted, mut popped, mut completed) = (0, 0, 0);
+            if s1 & 1 == 0 {
+                for s in self.shards.iter() {
+                    popped += s.cons.popped.load(Ordering::Relaxed);
+                    completed += s.cons.processed.load(Ordering::Relaxed);
+                }
+                m.failed = st.failed.load(Ordering::Relaxed);
+                // After the flusher's counts: a reservation admitted by a
+                // newer `popped` than the one read here makes `seq` differ
+                // below (it happens-before this load).
+                for s in self.shards.iter() {
+                    accepted += s.prod.word.load(Ordering::SeqCst) >> 1;
+                }
+                // Acquire fence: pairs with the Release fence in
+                // `begin_write`; a count stored after it is seen as a new
+                // `seq`.
+                fence(Ordering::Acquire);
+                if st.seq.load(Ordering::Relaxed) == s1 {
+                    m.submitted = accepted;
+                    m.queue_depth = accepted - popped;
+                    m.in_flight = popped - completed;
+                    m.processed = completed - m.failed;
+                    break;
+                }
+            }
+            // The flusher's writes are a few stores long and never wait:
+            // retry at once; yield only if this thread seems to be keeping
+            // the flusher off its core.
+            tries += 1;
+            if tries % 4096 == 0 {
+                thread::yield_now();
+            } else {
+                sync::spin_hint();
+            }
+        }
         for s in self.shards.iter() {
-            // Processed first, then accepted (which can only have grown), so
-            // per shard `processed + queue_depth == submitted` exactly.
-            let processed = s.cons.processed.load(Ordering::Acquire);
-            let accepted = s.prod.word.load(Ordering::Acquire) >> 1;
-            m.submitted += accepted;
-            m.processed += processed;
             m.rejected_full += s.prod.rejected_full.load(Ordering::Relaxed);
             m.rejected_timeout += s.prod.rejected_timeout.load(Ordering::Relaxed);
             m.rejected_closed += s.prod.rejected_closed.load(Ordering::Relaxed);
+            m.rejected_cancelled += s.prod.rejected_cancelled.load(Ordering::Relaxed);
             m.producer_waits += s.prod.waits.load(Ordering::Relaxed);
-            m.queue_depth += accepted.saturating_sub(processed);
         }
         m.capacity = self.cfg.capacity * self.shards.len() as u64;
-        let st = &self.stats;
+        m.discarded = st.discarded.load(Ordering::Relaxed);
         m.batches_size = st.batches[0].load(Ordering::Relaxed);
         m.batches_time = st.batches[1].load(Ordering::Relaxed);
         m.batches_flush = st.batches[2].load(Ordering::Relaxed);
         m.batches_shutdown = st.batches[3].load(Ordering::Relaxed);
         m.processor_errors = st.errors.load(Ordering::Relaxed);
         m.processor_panics = st.panics.load(Ordering::Relaxed);
+        m.other_panics =
+            st.other_panics.load(Ordering::Relaxed) + st.export_panics.load(Ordering::Relaxed);
         m.flusher_wakeups = self.wake.wakeups.load(Ordering::Relaxed);
+        let since = st.busy_since.load(Ordering::Relaxed);
+        if since != 0 {
+            m.processor_busy_for = Duration::from_nanos(self.clock.now().saturating_sub(since));
+        }
         m
     }
 }
@@ -622,7 +719,9 @@ impl<T, S: Storage<T>> Shared<T, S> {
 ///
 /// Dropping the batcher is [`shutdown`](Batcher::shutdown) without the
 /// report: intake stops, every accepted item is processed, and the flusher
-/// thread is joined. Dropped on its own flusher thread (the processor held
+/// thread is joined — so dropping it waits for a stuck processor too (use
+/// [`shutdown_timeout`](Batcher::shutdown_timeout) to bound the wait and
+/// learn what was left). Dropped on its own flusher thread (the processor held
 /// the last handle), it only closes; the flusher drains after the current
 /// batch. With a [`Flusher`](crate::Flusher) that has not started, it only
 /// closes; the flusher's run (or drop) processes what is queued.
@@ -662,6 +761,8 @@ where
 {
     shared: Arc<Shared<T, S>>,
     handle: Option<thread::JoinHandle<()>>,
+    #[cfg(all(feature = "metrics", not(loom)))]
+    exporter: Option<crate::export::Exporter>,
 }
 
 impl<T: Send + 'static> Batcher<T> {
@@ -682,8 +783,17 @@ impl<T, S: Storage<T>> fmt::Debug for Batcher<T, S> {
 }
 
 impl<T, S: Storage<T>> Batcher<T, S> {
-    pub(crate) fn new(shared: Arc<Shared<T, S>>, handle: Option<thread::JoinHandle<()>>) -> Self {
-        Batcher { shared, handle }
+    pub(crate) fn new(
+        shared: Arc<Shared<T, S>>,
+        handle: Option<thread::JoinHandle<()>>,
+        #[cfg(all(feature = "metrics", not(loom)))] exporter: Option<crate::export::Exporter>,
+    ) -> Self {
+        Batcher {
+            shared,
+            handle,
+            #[cfg(all(feature = "metrics", not(loom)))]
+            exporter,
+        }
     }
 
     pub(crate) fn shared(&self) -> &Shared<T, S> {
@@ -862,6 +972,40 @@ impl<T, S: Storage<T>> Batcher<T, S> {
         self.shared.metrics()
     }
 
+    /// Closes, then waits at most `timeout` for the flusher to process
+    /// everything accepted and stop; returns the final counters. Takes
+    /// `&self`, so a batcher shared in an `Arc` can be shut down from any
+    /// handle (see also [`shutdown_async`](Batcher::shutdown_async)).
+    ///
+    /// When the processor does not come back in time (a stuck sink), it
+    /// returns what it knows: the counters then, with the stuck batch in
+    /// `in_flight` and its age in `processor_busy_for`. The batcher stays
+    /// closed and the flusher goes on; **dropping the last handle still
+    /// waits for the flusher** (so nothing accepted is lost), so a program
+    /// that must exit regardless should exit without dropping it (for
+    /// example `std::process::exit`, or leak it with `std::mem::forget`).
+    ///
+    /// # Errors
+    ///
+    /// [`ShutdownError::Timeout`] when the flusher had not finished in time
+    /// (with a [`Flusher`](crate::Flusher) that nobody runs, it never does);
+    /// [`ShutdownError::Reentrant`] from the batcher's own processor.
+    pub fn shutdown_timeout(&self, timeout: Duration) -> Result<Metrics, ShutdownError> {
+        self.shared.close();
+        if self.shared.on_flusher_thread() {
+            return Err(ShutdownError::Reentrant(Box::new(self.shared.metrics())));
+        }
+        let deadline = self.shared.deadline_after(timeout);
+        match self
+            .shared
+            .signal
+            .wait(&self.shared.clock, deadline, || self.shared.done())
+        {
+            Some(()) => Ok(self.shared.metrics()),
+            None => Err(ShutdownError::Timeout(Box::new(self.shared.metrics()))),
+        }
+    }
+
     /// Closes, processes everything accepted, joins the flusher and returns
     /// the final counters.
     pub fn shutdown(mut self) -> Metrics {
@@ -875,10 +1019,24 @@ impl<T, S: Storage<T>> Batcher<T, S> {
             return;
         }
         match self.handle.take() {
-            // The flusher catches processor panics; an Err here would be a
-            // bug of ours, already reported by the panic hook.
-            Some(h) => drop(h.join()),
+            // Dropped by the flusher thread itself, after its run (the
+            // processor held the last handle and is being dropped): the
+            // thread is ending; it cannot join itself.
+            Some(h) if h.thread().id() == thread::current().id() => {}
+            // The flusher catches every panic of user code; an Err here
+            // would be a bug of ours, already reported by the panic hook.
+            // Its payload is user-made too: drop it where a panic is caught.
+            Some(h) => {
+                if let Err(payload) = h.join() {
+                    crate::processor::drop_quietly(payload);
+                }
+            }
             None => self.shared.wait_done(),
+        }
+        // The last snapshot, with everything settled.
+        #[cfg(all(feature = "metrics", not(loom)))]
+        if let Some(mut e) = self.exporter.take() {
+            e.stop();
         }
         #[cfg(feature = "log")]
         log::debug!("microbatch: stopped");

@@ -3,7 +3,7 @@
 use crate::batcher::{Batcher, Shared};
 use crate::err::{duration_to_nanos, BuildError};
 use crate::flusher::{Engine, Flusher};
-use crate::processor::{BatchInfo, BatchProcessor, ErrorHook, Failure};
+use crate::processor::{drop_quietly, BatchInfo, BatchProcessor, DiscardHook, ErrorHook, Failure};
 use crate::storage::{RingStorage, Storage};
 use crate::sync::{self, Arc};
 use std::fmt;
@@ -22,7 +22,7 @@ pub const MAX_QUEUE_BYTES: usize = 1 << 40;
 /// A batcher and the flusher that is to run it on a thread of your own.
 pub type WithFlusher<T, S = RingStorage<T>> = (Batcher<T, S>, Flusher<T, S>);
 
-type Prepared<T, S> = (Arc<Shared<T, S>>, Engine<T, S>);
+type Prepared<T, S> = (Arc<Shared<T, S>>, Engine<T, S>, MetricsLabel);
 
 /// What `submit` does when the thread's shard is full.
 ///
@@ -111,9 +111,6 @@ pub(crate) struct Config {
     /// Empty polls before an idle flusher sleeps until the next item wakes
     /// it (see `Engine::run_loop`).
     pub(crate) idle_polls: u32,
-    /// The flusher thread's name; the `batcher` label of exported metrics.
-    #[cfg_attr(not(feature = "metrics"), allow(dead_code))]
-    pub(crate) name: String,
 }
 
 /// Empty polls (one per `max_delay`) before an idle flusher sleeps until the
@@ -163,8 +160,13 @@ pub struct Builder<T, S = RingStorage<T>> {
     backpressure: Backpressure,
     wait: WaitStrategy,
     thread_name: String,
+    /// Was `thread_name` set (then it is also the metrics label)?
+    named: bool,
     make_storage: Box<dyn Fn(usize) -> S>,
     on_error: Option<ErrorHook>,
+    on_discard: Option<DiscardHook<T>>,
+    #[cfg_attr(not(all(feature = "metrics", not(loom))), allow(dead_code))]
+    metrics_interval: Duration,
     idle_polls: u32,
     _items: PhantomData<fn(T)>,
 }
@@ -200,8 +202,11 @@ impl<T: Send + 'static> Builder<T> {
             backpressure: Backpressure::Block,
             wait: WaitStrategy::default(),
             thread_name: "microbatch-flusher".to_owned(),
+            named: false,
             make_storage: Box::new(RingStorage::new),
             on_error: None,
+            on_discard: None,
+            metrics_interval: Duration::from_millis(500),
             idle_polls: IDLE_POLLS,
             _items: PhantomData,
         }
@@ -254,17 +259,76 @@ impl<T: Send + 'static, S: Storage<T> + 'static> Builder<T, S> {
         self
     }
 
-    /// The spawned flusher thread's name. Default `"microbatch-flusher"`.
+    /// The spawned flusher thread's name, and the `batcher` label of
+    /// exported metrics (feature `metrics`). Default `"microbatch-flusher"`
+    /// (and the label `microbatch-<n>`, unique per batcher). Must not
+    /// contain a NUL byte.
     pub fn thread_name(mut self, name: impl Into<String>) -> Self {
         self.thread_name = name.into();
+        self.named = true;
         self
     }
 
     /// Called on the flusher thread for every batch whose processor returned
-    /// an error or panicked. (Panics are also printed by the process's panic
-    /// hook as usual.)
+    /// an error or panicked, after [`on_discard`](Builder::on_discard).
+    /// (Panics are also printed by the process's panic hook as usual.) A
+    /// panic inside the hook is caught and counted in
+    /// [`Metrics::other_panics`](crate::Metrics::other_panics).
     pub fn on_error(mut self, hook: impl FnMut(Failure, &BatchInfo) + Send + 'static) -> Self {
         self.on_error = Some(Box::new(hook));
+        self
+    }
+
+    /// Called on the flusher thread with the items a failed batch left
+    /// behind: when the processor returned an error or panicked, whatever
+    /// it had not taken out of the batch (in order), with the failure and
+    /// the batch's info. Take the items you want to keep (into a dead-letter
+    /// queue, say); whatever the hook leaves is dropped. Counted in
+    /// [`Metrics::discarded`](crate::Metrics::discarded); without a hook
+    /// the items are dropped and still counted. Not called when the
+    /// processor left nothing. A panic inside the hook is caught and counted
+    /// in [`Metrics::other_panics`](crate::Metrics::other_panics).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use microbatch::{Batcher, BatchInfo, Failure};
+    /// use std::sync::{Arc, Mutex};
+    ///
+    /// let dead_letters = Arc::new(Mutex::new(Vec::new()));
+    /// let dl = Arc::clone(&dead_letters);
+    /// let batcher = Batcher::builder()
+    ///     .on_discard(move |items: &mut Vec<u32>, _: &Failure, _: &BatchInfo| {
+    ///         dl.lock().unwrap().extend(items.drain(..));
+    ///     })
+    ///     .build(|batch: &mut Vec<u32>, _: &BatchInfo| -> Result<(), String> {
+    ///         if batch.contains(&13) {
+    ///             return Err("the sink refused item 13".into());
+    ///         }
+    ///         batch.clear();
+    ///         Ok(())
+    ///     })
+    ///     .unwrap();
+    /// batcher.submit(13).unwrap();
+    /// batcher.flush().unwrap();
+    /// assert_eq!(*dead_letters.lock().unwrap(), [13]);
+    /// let m = batcher.shutdown();
+    /// assert_eq!((m.processed, m.failed, m.discarded), (0, 1, 1));
+    /// ```
+    pub fn on_discard(
+        mut self,
+        hook: impl FnMut(&mut Vec<T>, &Failure, &BatchInfo) + Send + 'static,
+    ) -> Self {
+        self.on_discard = Some(Box::new(hook));
+        self
+    }
+
+    /// Feature `metrics`: how often the exporter thread publishes the
+    /// counters to the installed `metrics` recorder. Default 500 ms; must
+    /// not be zero.
+    #[cfg(feature = "metrics")]
+    pub fn metrics_interval(mut self, every: Duration) -> Self {
+        self.metrics_interval = every;
         self
     }
 
@@ -292,8 +356,11 @@ impl<T: Send + 'static, S: Storage<T> + 'static> Builder<T, S> {
             backpressure: self.backpressure,
             wait: self.wait,
             thread_name: self.thread_name,
+            named: self.named,
             make_storage: Box::new(make),
             on_error: self.on_error,
+            on_discard: self.on_discard,
+            metrics_interval: self.metrics_interval,
             idle_polls: self.idle_polls,
             _items: PhantomData,
         }
@@ -307,12 +374,26 @@ impl<T: Send + 'static, S: Storage<T> + 'static> Builder<T, S> {
     /// A [`BuildError`] naming the first invalid value, or the spawn failure.
     pub fn build<P: BatchProcessor<T>>(self, processor: P) -> Result<Batcher<T, S>, BuildError> {
         let name = self.thread_name.clone();
-        let (shared, mut engine) = self.prepare(Box::new(processor))?;
+        let (shared, mut engine, label) = self.prepare(Box::new(processor))?;
+        #[cfg(all(feature = "metrics", not(loom)))]
+        let exporter = label.spawn(&shared)?;
+        #[cfg(not(all(feature = "metrics", not(loom))))]
+        let _ = label;
         let handle = sync::thread::Builder::new()
             .name(name)
-            .spawn(move || engine.run())
+            .spawn(move || {
+                engine.run();
+                // The processor and the hooks are the user's: their drops
+                // may panic, and must not end the thread by unwinding.
+                drop_quietly(engine);
+            })
             .map_err(BuildError::Spawn)?;
-        Ok(Batcher::new(shared, Some(handle)))
+        Ok(Batcher::new(
+            shared,
+            Some(handle),
+            #[cfg(all(feature = "metrics", not(loom)))]
+            Some(exporter),
+        ))
     }
 
     /// Validates the configuration and returns the batcher with its
@@ -327,14 +408,35 @@ impl<T: Send + 'static, S: Storage<T> + 'static> Builder<T, S> {
         self,
         processor: P,
     ) -> Result<WithFlusher<T, S>, BuildError> {
-        let (shared, engine) = self.prepare(Box::new(processor))?;
-        Ok((Batcher::new(shared, None), Flusher::new(engine)))
+        let (shared, engine, label) = self.prepare(Box::new(processor))?;
+        #[cfg(all(feature = "metrics", not(loom)))]
+        let exporter = label.spawn(&shared)?;
+        #[cfg(not(all(feature = "metrics", not(loom))))]
+        let _ = label;
+        Ok((
+            Batcher::new(
+                shared,
+                None,
+                #[cfg(all(feature = "metrics", not(loom)))]
+                Some(exporter),
+            ),
+            Flusher::new(engine),
+        ))
     }
 
     fn validate(&self) -> Result<(usize, usize, Config), BuildError> {
         let b = self.max_batch_size;
         if b == 0 {
             return Err(BuildError::ZeroBatchSize);
+        }
+        if self.thread_name.contains('\0') {
+            return Err(BuildError::ThreadName {
+                name: self.thread_name.clone(),
+            });
+        }
+        #[cfg(all(feature = "metrics", not(loom)))]
+        if self.metrics_interval.is_zero() {
+            return Err(BuildError::ZeroMetricsInterval);
         }
         let shards = self.shards.unwrap_or_else(sync::available_parallelism);
         if shards == 0 {
@@ -381,7 +483,6 @@ impl<T: Send + 'static, S: Storage<T> + 'static> Builder<T, S> {
             backpressure: self.backpressure,
             wait: self.wait,
             idle_polls: self.idle_polls,
-            name: self.thread_name.clone(),
         };
         Ok((shards, capacity, cfg))
     }
@@ -400,7 +501,40 @@ impl<T: Send + 'static, S: Storage<T> + 'static> Builder<T, S> {
             storages.push(s);
         }
         let shared = Arc::new(Shared::new(storages, cfg));
-        let engine = Engine::new(Arc::clone(&shared), processor, self.on_error);
-        Ok((shared, engine))
+        let engine = Engine::new(
+            Arc::clone(&shared),
+            processor,
+            self.on_error,
+            self.on_discard,
+        );
+        let label = MetricsLabel {
+            label: if self.named {
+                self.thread_name.clone()
+            } else {
+                format!("microbatch-{}", shared.id)
+            },
+            thread: format!("{}-metrics", self.thread_name),
+            every: self.metrics_interval,
+        };
+        Ok((shared, engine, label))
+    }
+}
+
+/// What the exporter thread (feature `metrics`) is started with.
+#[cfg_attr(not(all(feature = "metrics", not(loom))), allow(dead_code))]
+struct MetricsLabel {
+    label: String,
+    thread: String,
+    every: Duration,
+}
+
+#[cfg(all(feature = "metrics", not(loom)))]
+impl MetricsLabel {
+    fn spawn<T: Send + 'static, S: Storage<T> + 'static>(
+        self,
+        shared: &Arc<Shared<T, S>>,
+    ) -> Result<crate::export::Exporter, BuildError> {
+        crate::export::Exporter::spawn(Arc::clone(shared), self.label, self.every, self.thread)
+            .map_err(BuildError::Spawn)
     }
 }

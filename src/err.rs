@@ -208,7 +208,15 @@ pub enum BuildError {
         /// The capacity the storage reports.
         got: usize,
     },
-    /// The flusher thread could not be spawned.
+    /// The thread name holds a NUL byte (a thread cannot be given it).
+    ThreadName {
+        /// The name asked for.
+        name: String,
+    },
+    /// `metrics_interval` was zero (feature `metrics`).
+    ZeroMetricsInterval,
+    /// The flusher thread (or, with feature `metrics`, the exporter
+    /// thread) could not be spawned.
     Spawn(std::io::Error),
 }
 
@@ -236,7 +244,11 @@ impl fmt::Display for BuildError {
             BuildError::StorageCapacity { asked, got } => {
                 write!(f, "storage factory asked for capacity {asked} returned capacity {got}")
             }
-            BuildError::Spawn(e) => write!(f, "spawning the flusher thread failed: {e}"),
+            BuildError::ThreadName { name } => {
+                write!(f, "thread name {name:?} contains a NUL byte")
+            }
+            BuildError::ZeroMetricsInterval => f.write_str("metrics_interval must not be zero"),
+            BuildError::Spawn(e) => write!(f, "spawning a batcher thread failed: {e}"),
         }
     }
 }
@@ -249,6 +261,67 @@ impl Error for BuildError {
         }
     }
 }
+
+/// Why [`Batcher::shutdown_timeout`](crate::Batcher::shutdown_timeout)
+/// returned before the flusher finished. The batcher is closed either way:
+/// the flusher goes on draining in the background, and whoever drops the
+/// last handle still waits for it.
+///
+/// # Examples
+///
+/// ```
+/// use microbatch::{Batcher, BatchInfo, ShutdownError};
+/// use std::time::Duration;
+///
+/// let batcher = Batcher::builder()
+///     .build(|batch: &mut Vec<u32>, _: &BatchInfo| {
+///         std::thread::sleep(Duration::from_millis(200)); // a stuck sink
+///         batch.clear();
+///     })
+///     .unwrap();
+/// batcher.submit(1).unwrap();
+/// # while batcher.metrics().in_flight == 0 { std::thread::yield_now(); }
+/// match batcher.shutdown_timeout(Duration::from_millis(10)) {
+///     Err(ShutdownError::Timeout(m)) => assert_eq!(m.in_flight, 1),
+///     other => panic!("{other:?}"),
+/// }
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ShutdownError {
+    /// The flusher had not finished when the timeout passed: the counters
+    /// then (`in_flight` and `processor_busy_for` show a stuck processor).
+    Timeout(Box<crate::Metrics>),
+    /// Called from the batcher's own processor, which cannot wait for
+    /// itself; the batcher is closed and drains after the current batch.
+    Reentrant(Box<crate::Metrics>),
+}
+
+impl ShutdownError {
+    /// The counters when the call returned.
+    pub fn metrics(&self) -> &crate::Metrics {
+        match self {
+            ShutdownError::Timeout(m) | ShutdownError::Reentrant(m) => m,
+        }
+    }
+}
+
+impl fmt::Display for ShutdownError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ShutdownError::Timeout(m) => write!(
+                f,
+                "the flusher did not finish in time ({} items in the processor for {:?}, {} queued)",
+                m.in_flight, m.processor_busy_for, m.queue_depth
+            ),
+            ShutdownError::Reentrant(_) => {
+                f.write_str("shutdown waited for from the batcher's own processor")
+            }
+        }
+    }
+}
+
+impl Error for ShutdownError {}
 
 /// The timeout a deadline-bearing call was given, as clock nanoseconds.
 pub(crate) fn duration_to_nanos(d: Duration) -> u64 {

@@ -1,75 +1,125 @@
 //! The batcher's counters through the `metrics` facade (feature `metrics`).
 //!
-//! The flusher registers its handles once, when it starts (so install your
-//! recorder before building the batcher), and publishes a snapshot after
-//! every batch and at shutdown: nothing is added to the submit path, and
-//! nothing is allocated per batch. Every series carries the label
-//! `batcher` = the builder's `thread_name`.
+//! A small exporter thread per batcher publishes a snapshot every
+//! `metrics_interval` (default 500 ms) and once more when the batcher is
+//! shut down: nothing is added to the submit path or to the flusher, and the
+//! exported series keep moving while a processor stalls (queue depth,
+//! rejections, `microbatch_processor_busy_seconds`). Handles are looked up
+//! from the installed recorder at every publish, so a recorder installed
+//! after `build()` is picked up at the next one. Every series carries the
+//! label `batcher`: the builder's `thread_name` when one was set, else
+//! `microbatch-<n>`, unique per batcher in the process. A panic in the
+//! recorder is caught and counted in `Metrics::other_panics`.
 
+use crate::batcher::Shared;
 use crate::metrics::Metrics;
-use metrics::{counter, gauge, Counter, Gauge};
+use crate::processor::call_quietly;
+use crate::storage::Storage;
+use crate::sync::Ordering;
+use metrics::{counter, gauge};
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::Duration;
 
+/// Publishes one snapshot under `label`.
+fn publish(label: &str, m: &Metrics) {
+    let b = label.to_owned();
+    let set = |name: &'static str, v: u64| counter!(name, "batcher" => b.clone()).absolute(v);
+    set("microbatch_submitted_total", m.submitted);
+    set("microbatch_processed_total", m.processed);
+    set("microbatch_failed_total", m.failed);
+    set("microbatch_discarded_total", m.discarded);
+    set("microbatch_processor_errors_total", m.processor_errors);
+    set("microbatch_processor_panics_total", m.processor_panics);
+    set("microbatch_other_panics_total", m.other_panics);
+    set("microbatch_flusher_wakeups_total", m.flusher_wakeups);
+    set("microbatch_producer_waits_total", m.producer_waits);
+    for (reason, v) in [
+        ("full", m.rejected_full),
+        ("timeout", m.rejected_timeout),
+        ("closed", m.rejected_closed),
+        ("cancelled", m.rejected_cancelled),
+    ] {
+        counter!("microbatch_rejected_total", "batcher" => b.clone(), "reason" => reason)
+            .absolute(v);
+    }
+    for (trigger, v) in [
+        ("size", m.batches_size),
+        ("time", m.batches_time),
+        ("flush", m.batches_flush),
+        ("shutdown", m.batches_shutdown),
+    ] {
+        counter!("microbatch_batches_total", "batcher" => b.clone(), "trigger" => trigger)
+            .absolute(v);
+    }
+    gauge!("microbatch_queue_depth", "batcher" => b.clone()).set(m.queue_depth as f64);
+    gauge!("microbatch_in_flight", "batcher" => b.clone()).set(m.in_flight as f64);
+    gauge!("microbatch_capacity", "batcher" => b.clone()).set(m.capacity as f64);
+    gauge!("microbatch_processor_busy_seconds", "batcher" => b)
+        .set(m.processor_busy_for.as_secs_f64());
+}
+
+/// The exporter thread of one batcher; stopped (with a last publish) by
+/// [`Exporter::stop`] or on drop.
 pub(crate) struct Exporter {
-    submitted: Counter,
-    rejected_full: Counter,
-    rejected_timeout: Counter,
-    rejected_closed: Counter,
-    processed: Counter,
-    batches: [Counter; 4],
-    errors: Counter,
-    panics: Counter,
-    wakeups: Counter,
-    waits: Counter,
-    depth: Gauge,
-    capacity: Gauge,
+    stop: Arc<(Mutex<bool>, Condvar)>,
+    handle: Option<std::thread::JoinHandle<()>>,
 }
 
 impl Exporter {
-    pub(crate) fn new(name: &str) -> Self {
-        let b = name.to_owned();
-        let rejected = |reason: &'static str| counter!("microbatch_rejected_total", "batcher" => b.clone(), "reason" => reason);
-        let batches = |trigger: &'static str| counter!("microbatch_batches_total", "batcher" => b.clone(), "trigger" => trigger);
-        Exporter {
-            submitted: counter!("microbatch_submitted_total", "batcher" => b.clone()),
-            rejected_full: rejected("full"),
-            rejected_timeout: rejected("timeout"),
-            rejected_closed: rejected("closed"),
-            processed: counter!("microbatch_processed_total", "batcher" => b.clone()),
-            batches: [
-                batches("size"),
-                batches("time"),
-                batches("flush"),
-                batches("shutdown"),
-            ],
-            errors: counter!("microbatch_processor_errors_total", "batcher" => b.clone()),
-            panics: counter!("microbatch_processor_panics_total", "batcher" => b.clone()),
-            wakeups: counter!("microbatch_flusher_wakeups_total", "batcher" => b.clone()),
-            waits: counter!("microbatch_producer_waits_total", "batcher" => b.clone()),
-            depth: gauge!("microbatch_queue_depth", "batcher" => b.clone()),
-            capacity: gauge!("microbatch_capacity", "batcher" => b),
-        }
+    pub(crate) fn spawn<T: Send + 'static, S: Storage<T> + 'static>(
+        shared: crate::sync::Arc<Shared<T, S>>,
+        label: String,
+        every: Duration,
+        thread_name: String,
+    ) -> std::io::Result<Self> {
+        let stop = Arc::new((Mutex::new(false), Condvar::new()));
+        let s = Arc::clone(&stop);
+        let handle = std::thread::Builder::new()
+            .name(thread_name)
+            .spawn(move || {
+                let (lock, cv) = &*s;
+                let mut stopped = lock.lock().unwrap_or_else(|e| e.into_inner());
+                loop {
+                    let done = *stopped;
+                    drop(stopped);
+                    let m = shared.metrics();
+                    if call_quietly(|| publish(&label, &m)).is_none() {
+                        shared.stats.export_panics.fetch_add(1, Ordering::Relaxed);
+                    }
+                    if done {
+                        return;
+                    }
+                    stopped = lock.lock().unwrap_or_else(|e| e.into_inner());
+                    if !*stopped {
+                        stopped = cv
+                            .wait_timeout(stopped, every)
+                            .map(|(g, _)| g)
+                            .unwrap_or_else(|e| e.into_inner().0);
+                    }
+                }
+            })?;
+        Ok(Exporter {
+            stop,
+            handle: Some(handle),
+        })
     }
 
-    pub(crate) fn publish(&self, m: &Metrics) {
-        self.submitted.absolute(m.submitted);
-        self.rejected_full.absolute(m.rejected_full);
-        self.rejected_timeout.absolute(m.rejected_timeout);
-        self.rejected_closed.absolute(m.rejected_closed);
-        self.processed.absolute(m.processed);
-        let by = [
-            m.batches_size,
-            m.batches_time,
-            m.batches_flush,
-            m.batches_shutdown,
-        ];
-        for (c, v) in self.batches.iter().zip(by) {
-            c.absolute(v);
+    /// Publishes a last snapshot and ends the thread (joined unless this is
+    /// the exporter thread itself).
+    pub(crate) fn stop(&mut self) {
+        let (lock, cv) = &*self.stop;
+        *lock.lock().unwrap_or_else(|e| e.into_inner()) = true;
+        cv.notify_all();
+        if let Some(h) = self.handle.take() {
+            if h.thread().id() != std::thread::current().id() {
+                let _ = h.join();
+            }
         }
-        self.errors.absolute(m.processor_errors);
-        self.panics.absolute(m.processor_panics);
-        self.wakeups.absolute(m.flusher_wakeups);
-        self.waits.absolute(m.producer_waits);
-        self.depth.set(m.queue_depth as f64);
-        self.capacity.set(m.capacity as f64);
+    }
+}
+
+impl Drop for Exporter {
+    fn drop(&mut self) {
+        self.stop();
     }
 }

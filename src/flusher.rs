@@ -5,11 +5,12 @@ use crate::batcher::{Shard, Shared, CLOSED, DONE, FLUSH_REQ, RUNNING, SLEEPING};
 #[cfg(not(loom))]
 use crate::builder::WaitStrategy;
 use crate::metrics::Metrics;
-use crate::processor::{panic_message, BatchInfo, BatchProcessor, ErrorHook, Failure, Trigger};
+use crate::processor::{
+    call_quietly, clear_quietly, drop_quietly, panic_message, BatchInfo, BatchProcessor,
+    DiscardHook, ErrorHook, Failure, Trigger,
+};
 use crate::storage::{sealed::Seal, RingStorage, Storage};
-#[cfg(not(loom))]
-use crate::sync;
-use crate::sync::{fence, thread, Arc, Backoff, Ordering};
+use crate::sync::{self, fence, thread, Arc, Backoff, Ordering};
 use std::fmt;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::time::Duration;
@@ -41,6 +42,7 @@ pub(crate) struct Engine<T, S: Storage<T>> {
     shared: Arc<Shared<T, S>>,
     processor: Box<dyn BatchProcessor<T>>,
     on_error: Option<ErrorHook>,
+    on_discard: Option<DiscardHook<T>>,
     /// The batch buffer, reused: allocated once with `max_batch_size`.
     buf: Vec<T>,
     /// Per shard: items popped (the flusher's own copy).
@@ -56,8 +58,14 @@ pub(crate) struct Engine<T, S: Storage<T>> {
     flush_active: bool,
     /// A lower bound on the arrival time of the oldest pending item.
     oldest: Option<u64>,
-    /// When the flusher last saw nothing pending.
+    /// When the flusher last saw nothing pending (0, the clock's start,
+    /// until then: items may be submitted before the first run).
     empty_at: u64,
+    /// Did the last park wake on the first item of any shard (every
+    /// threshold at `count + 1`)? Only then is the waking producer's stamp
+    /// a bound on the oldest pending item's arrival; after a park that let
+    /// items arrive without waking it, the bound is `empty_at`.
+    parked_for_first_item: bool,
     /// When the current spin phase began.
     spin_since: Option<u64>,
     /// Consecutive idle polls since the last batch.
@@ -71,8 +79,10 @@ pub(crate) struct Engine<T, S: Storage<T>> {
     batches: [u64; 4],
     errors: u64,
     panics: u64,
-    #[cfg(feature = "metrics")]
-    exporter: Option<crate::export::Exporter>,
+    other_panics: u64,
+    /// Items of failed batches, and of those the ones left to discard.
+    failed: u64,
+    discarded: u64,
 }
 
 /// Takes up to `want` items numbered from `next` off one shard into `buf`.
@@ -114,6 +124,7 @@ impl<T: Send + 'static, S: Storage<T>> Engine<T, S> {
         shared: Arc<Shared<T, S>>,
         processor: Box<dyn BatchProcessor<T>>,
         on_error: Option<ErrorHook>,
+        on_discard: Option<DiscardHook<T>>,
     ) -> Self {
         let n = shared.shards.len();
         let b = shared.cfg.max_batch_size;
@@ -121,6 +132,7 @@ impl<T: Send + 'static, S: Storage<T>> Engine<T, S> {
             shared,
             processor,
             on_error,
+            on_discard,
             buf: Vec::with_capacity(b),
             popped: vec![0; n],
             counts: vec![0; n],
@@ -130,6 +142,7 @@ impl<T: Send + 'static, S: Storage<T>> Engine<T, S> {
             flush_active: false,
             oldest: None,
             empty_at: 0,
+            parked_for_first_item: false,
             spin_since: None,
             idle_polls: 0,
             #[cfg(not(loom))]
@@ -139,8 +152,9 @@ impl<T: Send + 'static, S: Storage<T>> Engine<T, S> {
             batches: [0; 4],
             errors: 0,
             panics: 0,
-            #[cfg(feature = "metrics")]
-            exporter: None,
+            other_panics: 0,
+            failed: 0,
+            discarded: 0,
         }
     }
 
@@ -153,20 +167,13 @@ impl<T: Send + 'static, S: Storage<T>> Engine<T, S> {
         let shared = Arc::clone(&self.shared);
         *shared.wake.thread.lock().unwrap_or_else(|e| e.into_inner()) = Some(thread::current());
         shared.status.store(RUNNING, Ordering::SeqCst);
-        shared.mark_flusher_thread(true);
+        // This thread is the flusher until the run ends (marks nest: this
+        // may be another batcher's processor).
+        let _mark = sync::enter_flusher(shared.id);
         // Whatever happens below, waiters must not hang: on the way out (even
         // by unwinding, which would be a bug of ours) mark the flusher done.
         let _exit = ExitGuard(&*shared);
-        self.empty_at = shared.clock.now();
-        #[cfg(feature = "metrics")]
-        {
-            self.exporter = Some(crate::export::Exporter::new(&shared.cfg.name));
-        }
         self.run_loop();
-        #[cfg(feature = "metrics")]
-        if let Some(e) = &self.exporter {
-            e.publish(&shared.metrics());
-        }
     }
 
     fn run_loop(&mut self) {
@@ -244,9 +251,13 @@ impl<T: Send + 'static, S: Storage<T>> Engine<T, S> {
         if let Some(t) = self.oldest {
             return t;
         }
-        // Acquire: pairs with the Release store in `Shared::wake_flusher`.
-        let stamp = self.shared.wake.stamp.load(Ordering::Acquire);
-        let t = self.empty_at.max(stamp);
+        let t = if self.parked_for_first_item {
+            // Acquire: pairs with the Release store in `Shared::wake_flusher`.
+            let stamp = self.shared.wake.stamp.load(Ordering::Acquire);
+            self.empty_at.max(stamp)
+        } else {
+            self.empty_at
+        };
         self.oldest = Some(t);
         t
     }
@@ -285,10 +296,11 @@ impl<T: Send + 'static, S: Storage<T>> Engine<T, S> {
     /// Drains up to one batch and processes it. `false` if nothing was
     /// there (only reservations whose push is still in flight).
     fn dispatch(&mut self, trigger: Trigger) -> bool {
-        let shared = &*self.shared;
+        let shared = Arc::clone(&self.shared);
         let b = shared.cfg.max_batch_size;
         let n = shared.shards.len();
         let start = shared.clock.now();
+        let oldest = self.oldest_bound();
         let mut exhausted = true;
         let mut i = self.next_start;
         let backoff = Backoff::new();
@@ -302,8 +314,7 @@ impl<T: Send + 'static, S: Storage<T>> Engine<T, S> {
             while self.buf.len() < b {
                 let next = self.popped[i] + (self.buf.len() - before) as u64;
                 let want = b - self.buf.len();
-                let took = take(shard, next, want, counted, &mut self.buf);
-                if took > 0 {
+                if take(shard, next, want, counted, &mut self.buf) > 0 {
                     continue;
                 }
                 if next >= counted {
@@ -317,9 +328,13 @@ impl<T: Send + 'static, S: Storage<T>> Engine<T, S> {
             let got = (self.buf.len() - before) as u64;
             if got > 0 {
                 self.popped[i] += got;
+                // A count of the snapshot protocol (`FlusherStats`); the
+                // write is this one store, never a wait.
+                shared.stats.begin_write();
                 // SeqCst store: pairs with the Acquire in `try_reserve` (the
                 // freed room) and is the progress `Signal::notify` publishes.
                 shard.cons.popped.store(self.popped[i], Ordering::SeqCst);
+                shared.stats.end_write();
             }
             if self.buf.len() >= b {
                 exhausted = false;
@@ -347,42 +362,13 @@ impl<T: Send + 'static, S: Storage<T>> Engine<T, S> {
             trigger,
             len,
             queue_depth,
-            oldest_age: Duration::from_nanos(start.saturating_sub(self.oldest.unwrap_or(start))),
+            oldest_age: Duration::from_nanos(start.saturating_sub(oldest)),
             seq: self.seq,
         };
         self.seq += 1;
-        let processor = &mut self.processor;
-        let buf = &mut self.buf;
-        let outcome = catch_unwind(AssertUnwindSafe(|| {
-            let r = processor.process(buf, &info);
-            buf.clear();
-            r
-        }));
-        let failure = match outcome {
-            Ok(Ok(())) => None,
-            Ok(Err(e)) => {
-                self.errors += 1;
-                Some(Failure::Error(e))
-            }
-            Err(payload) => {
-                self.panics += 1;
-                // Whatever the processor left is dropped here (the items were
-                // handed over); a panicking drop must not take us down.
-                let buf = &mut self.buf;
-                let _ = catch_unwind(AssertUnwindSafe(|| buf.clear()));
-                self.buf.clear();
-                Some(Failure::Panic(panic_message(&*payload)))
-            }
-        };
-        if let Some(f) = failure {
-            #[cfg(feature = "log")]
-            log::debug!("microbatch: batch {} failed: {f}", info.seq);
-            if let Some(hook) = self.on_error.as_mut() {
-                let _ = catch_unwind(AssertUnwindSafe(|| hook(f, &info)));
-            }
-        }
+        self.process(&info);
         if self.buf.capacity() < b {
-            // The processor took the buffer; take a new one.
+            // The processor (or a hook) took the buffer; take a new one.
             self.buf.reserve_exact(b);
         }
 
@@ -392,15 +378,18 @@ impl<T: Send + 'static, S: Storage<T>> Engine<T, S> {
             .store(self.batches[trigger_index(trigger)], Ordering::Relaxed);
         stats.errors.store(self.errors, Ordering::Relaxed);
         stats.panics.store(self.panics, Ordering::Relaxed);
+        stats
+            .other_panics
+            .store(self.other_panics, Ordering::Relaxed);
+        stats.discarded.store(self.discarded, Ordering::Relaxed);
+        stats.begin_write();
         for (shard, &p) in shared.shards.iter().zip(&self.popped) {
             // SeqCst: the progress flush waiters re-check (Signal protocol).
             shard.cons.processed.store(p, Ordering::SeqCst);
         }
+        stats.failed.store(self.failed, Ordering::Relaxed);
+        stats.end_write();
         shared.signal.notify();
-        #[cfg(feature = "metrics")]
-        if let Some(e) = &self.exporter {
-            e.publish(&shared.metrics());
-        }
 
         if exhausted {
             // Everything still pending arrived after its shard was visited.
@@ -408,6 +397,70 @@ impl<T: Send + 'static, S: Storage<T>> Engine<T, S> {
             self.empty_at = start;
         }
         true
+    }
+
+    /// Hands the buffer to the processor, and whatever it leaves (or makes:
+    /// errors, panic payloads) to the hooks and to drops where a panic is
+    /// caught: nothing user code does here can unwind the flusher.
+    fn process(&mut self, info: &BatchInfo) {
+        let stats = &self.shared.stats;
+        // Relaxed: a reading for `metrics()`, not a synchronising store.
+        stats
+            .busy_since
+            .store(self.shared.clock.now(), Ordering::Relaxed);
+        let processor = &mut self.processor;
+        let buf = &mut self.buf;
+        let outcome = catch_unwind(AssertUnwindSafe(|| processor.process(buf, info)));
+        stats.busy_since.store(0, Ordering::Relaxed);
+        let failure = match outcome {
+            Ok(Ok(())) => None,
+            Ok(Err(e)) => {
+                self.errors += 1;
+                Some(Failure::Error(e))
+            }
+            Err(payload) => {
+                self.panics += 1;
+                let message = panic_message(&*payload);
+                self.other_panics += u64::from(drop_quietly(payload));
+                Some(Failure::Panic(message))
+            }
+        };
+        let Some(failure) = failure else {
+            // Items the processor read and left: processed, now dropped.
+            self.other_panics += clear_quietly(&mut self.buf);
+            return;
+        };
+        self.failed += info.len as u64;
+        self.discarded += self.buf.len() as u64;
+        let panicked = matches!(failure, Failure::Panic(_));
+        let on_discard = &mut self.on_discard;
+        let buf = &mut self.buf;
+        let mut other = 0;
+        let mut discard = || {
+            if let Some(hook) = on_discard.as_mut().filter(|_| !buf.is_empty()) {
+                let f = &failure;
+                other += u64::from(call_quietly(|| hook(buf, f, info)).is_none());
+            }
+            other += clear_quietly(buf);
+        };
+        if panicked {
+            // Tracked jobs dropped here resolve as `Panicked`.
+            sync::after_panic(discard);
+        } else {
+            discard();
+        }
+        #[cfg(feature = "log")]
+        {
+            let f = &failure;
+            other += u64::from(
+                call_quietly(|| log::warn!("microbatch: batch {} failed: {f}", info.seq)).is_none(),
+            );
+        }
+        match self.on_error.as_mut() {
+            Some(hook) => other += u64::from(call_quietly(|| hook(failure, info)).is_none()),
+            None => other += u64::from(drop_quietly(failure)),
+        }
+        self.other_panics += other;
     }
 
     /// Waits for work according to the wait strategy.
@@ -509,7 +562,7 @@ impl<T: Send + 'static, S: Storage<T>> Engine<T, S> {
             _ => deadline,
         };
         let shared = Arc::clone(&self.shared);
-        self.set_thresholds(pending, deadline);
+        self.parked_for_first_item = self.set_thresholds(pending, deadline);
         // SeqCst RMW: pairs with the producers' reservation CAS + SeqCst load
         // of `state` in `after_push`; also returns any FLUSH_REQ / CLOSED set
         // before it (same word, so no request is missed).
@@ -523,13 +576,16 @@ impl<T: Send + 'static, S: Storage<T>> Engine<T, S> {
     }
 
     /// Wake thresholds with `sum(wake_at - count) <= room + shards - 1`,
-    /// weighted by each shard's recent arrivals.
-    fn set_thresholds(&mut self, pending: u64, deadline: Option<u64>) {
+    /// weighted by each shard's recent arrivals. `true` if they are the
+    /// first-item thresholds (`count + 1` everywhere).
+    fn set_thresholds(&mut self, pending: u64, deadline: Option<u64>) -> bool {
         let n = self.counts.len() as u64;
         // With nothing pending and no deadline, the first item must wake us
         // to start its time trigger; with a poll deadline, or with the time
         // trigger off, only a full batch needs to.
-        if pending == 0 && deadline.is_none() && self.shared.cfg.max_delay_ns != u64::MAX {
+        let first_item =
+            pending == 0 && deadline.is_none() && self.shared.cfg.max_delay_ns != u64::MAX;
+        if first_item {
             for i in 0..self.counts.len() {
                 self.wake_at[i] = self.counts[i] + 1;
             }
@@ -559,6 +615,7 @@ impl<T: Send + 'static, S: Storage<T>> Engine<T, S> {
             // reservation comes after the re-check sees it.
             shard.cons.wake_at.store(w, Ordering::SeqCst);
         }
+        first_item
     }
 
     fn threshold_reached(&self) -> bool {
@@ -588,10 +645,20 @@ impl<T: Send + 'static, S: Storage<T>> Engine<T, S> {
             }
         }
         #[cfg(feature = "log")]
-        log::debug!(
-            "microbatch: flusher drained {} items and stopped",
-            self.popped.iter().sum::<u64>()
-        );
+        {
+            let drained = self.popped.iter().sum::<u64>();
+            if call_quietly(|| {
+                log::debug!("microbatch: flusher drained {drained} items and stopped")
+            })
+            .is_none()
+            {
+                self.other_panics += 1;
+                self.shared
+                    .stats
+                    .other_panics
+                    .store(self.other_panics, Ordering::Relaxed);
+            }
+        }
     }
 }
 
@@ -605,7 +672,6 @@ impl<T, S: Storage<T>> Drop for ExitGuard<'_, T, S> {
             // A bug of ours: refuse further items so nobody waits forever.
             shared.close();
         }
-        shared.mark_flusher_thread(false);
         *shared.wake.thread.lock().unwrap_or_else(|e| e.into_inner()) = None;
         shared.status.store(DONE, Ordering::SeqCst);
         shared.signal.notify();
@@ -688,6 +754,10 @@ impl<T: Send + 'static, S: Storage<T>> Flusher<T, S> {
             .as_mut()
             .expect("the engine is present until drop");
         if self.runs > 0 {
+            // Running before reopening: a `shutdown_timeout` waiting for the
+            // end of a run must not see the last run's end while this one
+            // accepts items.
+            engine.shared().status.store(RUNNING, Ordering::SeqCst);
             engine.shared().reopen();
         }
         self.runs += 1;
@@ -705,6 +775,8 @@ impl<T: Send + 'static, S: Storage<T>> Drop for Flusher<T, S> {
                 // the batcher is closed and drained, and this returns at once.
                 engine.run();
             }
+            // The processor and hooks are the user's: their drops may panic.
+            drop_quietly(engine);
         }
     }
 }

@@ -8,7 +8,7 @@ mod asynch;
 mod batcher;
 mod builder;
 mod err;
-#[cfg(feature = "metrics")]
+#[cfg(all(feature = "metrics", not(loom)))]
 mod export;
 mod flusher;
 mod metrics;
@@ -18,13 +18,14 @@ mod storage;
 mod sync;
 mod tracked;
 
-pub use asynch::{FlushFuture, SubmitFuture};
+pub use asynch::{FlushFuture, ShutdownFuture, SubmitFuture};
 pub use batcher::{Batcher, Closer};
 pub use builder::{
     Backpressure, Builder, WaitStrategy, WithFlusher, MAX_CAPACITY, MAX_QUEUE_BYTES, MAX_SHARDS,
 };
 pub use err::{
-    BuildError, FlushError, SubmitError, SubmitManyError, SubmitTimeoutError, TrySubmitError,
+    BuildError, FlushError, ShutdownError, SubmitError, SubmitManyError, SubmitTimeoutError,
+    TrySubmitError,
 };
 pub use flusher::Flusher;
 pub use metrics::Metrics;

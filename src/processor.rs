@@ -1,6 +1,7 @@
 //! The user's side: the batch processor, what it is told, how it fails.
 
 use std::fmt;
+use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::time::Duration;
 
 /// An error a processor reports for a batch.
@@ -82,10 +83,18 @@ pub struct BatchInfo {
 /// the buffer is reused for the next batch, so the steady state allocates
 /// nothing (unless the processor takes the `Vec` itself).
 ///
-/// Returning `Err` counts a processor error and calls the
-/// [`on_error`](crate::Builder::on_error) hook; a panic is caught, counted and
-/// reported the same way. Either way the batch's items count as handed over
-/// (the batcher does not retry), and the flusher goes on with the next batch.
+/// Returning `Err` counts a processor error; a panic is caught and counted
+/// the same way. Either way the batch counts as failed (its items in
+/// [`Metrics::failed`](crate::Metrics::failed), not in `processed`): the
+/// items the processor left in `batch` are handed to the
+/// [`on_discard`](crate::Builder::on_discard) hook (counted as
+/// `discarded`), then the failure to the
+/// [`on_error`](crate::Builder::on_error) hook, and the flusher goes on with
+/// the next batch (the batcher does not retry).
+///
+/// Nothing the processor makes can take the flusher down: its panics, its
+/// errors, panic payloads and items are dropped where a panic is caught
+/// (counted in `other_panics`), each item on its own.
 ///
 /// Closures `FnMut(&mut Vec<T>, &BatchInfo)` returning `()` or
 /// `Result<(), E>` (with `E` convertible into [`ProcessError`]) implement the
@@ -183,6 +192,56 @@ impl fmt::Display for Failure {
     }
 }
 
+impl std::error::Error for Failure {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            Failure::Error(e) => Some(&**e),
+            Failure::Panic(_) => None,
+        }
+    }
+}
+
+/// Drops a value that came from user code where its drop may panic: the
+/// panic is caught and `true` returned. A panic payload that itself panics
+/// on drop is leaked rather than allowed to unwind (or abort) the caller.
+pub(crate) fn drop_quietly<V>(v: V) -> bool {
+    match catch_unwind(AssertUnwindSafe(move || drop(v))) {
+        Ok(()) => false,
+        Err(payload) => {
+            // Dropping this payload could panic in turn: leak it.
+            std::mem::forget(payload);
+            true
+        }
+    }
+}
+
+/// Calls user code (a hook, a log or metrics backend) where a panic is
+/// caught: `None` if it panicked (its payload dropped quietly).
+pub(crate) fn call_quietly<R>(f: impl FnOnce() -> R) -> Option<R> {
+    match catch_unwind(AssertUnwindSafe(f)) {
+        Ok(r) => Some(r),
+        Err(payload) => {
+            drop_quietly(payload);
+            None
+        }
+    }
+}
+
+/// Empties a batch buffer, dropping each item where a panic is caught (a
+/// second panicking drop while the first unwinds would abort the process);
+/// returns how many drops panicked.
+pub(crate) fn clear_quietly<T>(buf: &mut Vec<T>) -> u64 {
+    if !std::mem::needs_drop::<T>() {
+        buf.clear();
+        return 0;
+    }
+    let mut panics = 0;
+    for item in buf.drain(..) {
+        panics += u64::from(drop_quietly(item));
+    }
+    panics
+}
+
 pub(crate) fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
     if let Some(s) = payload.downcast_ref::<&'static str>() {
         (*s).to_owned()
@@ -195,3 +254,6 @@ pub(crate) fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
 
 /// The error hook's type.
 pub(crate) type ErrorHook = Box<dyn FnMut(Failure, &BatchInfo) + Send + 'static>;
+
+/// The discard hook's type.
+pub(crate) type DiscardHook<T> = Box<dyn FnMut(&mut Vec<T>, &Failure, &BatchInfo) + Send + 'static>;

@@ -288,17 +288,30 @@ pub(crate) fn available_parallelism() -> usize {
 pub(crate) struct Signal {
     waiters: AtomicUsize,
     /// The wakers of async waiters; blocking waiters wait on `cv`.
-    lock: Mutex<Vec<std::task::Waker>>,
+    lock: Mutex<Wakers>,
     cv: Condvar,
+}
+
+/// The async waiters' wakers, one slot per registered future (its key), so
+/// a future that polls again replaces its own waker and one that is
+/// dropped frees its slot: nothing accumulates.
+#[derive(Debug, Default)]
+pub(crate) struct Wakers {
+    slots: Vec<Option<std::task::Waker>>,
+    free: Vec<usize>,
 }
 
 impl Signal {
     pub(crate) fn new() -> Self {
         Signal {
             waiters: AtomicUsize::new(0),
-            lock: Mutex::new(Vec::new()),
+            lock: Mutex::new(Wakers::default()),
             cv: Condvar::new(),
         }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Wakers> {
+        self.lock.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// Blocks until `ready()` returns `Some`, or until `deadline` (then
@@ -313,7 +326,7 @@ impl Signal {
         self.waiters.fetch_add(1, Ordering::SeqCst);
         fence_after_rmw();
         let out = {
-            let mut guard = self.lock.lock().unwrap_or_else(|e| e.into_inner());
+            let mut guard = self.lock();
             loop {
                 if let Some(r) = ready() {
                     break Some(r);
@@ -345,7 +358,7 @@ impl Signal {
                         drop(guard);
                         clock.advance_to(at);
                         loom::thread::yield_now();
-                        guard = self.lock.lock().unwrap();
+                        guard = self.lock();
                     } else {
                         guard = self.cv.wait(guard).unwrap();
                     }
@@ -356,37 +369,66 @@ impl Signal {
         out
     }
 
-    /// The async form of [`wait`](Signal::wait): registers (once, tracked by
-    /// `registered`) and checks `ready()` under the lock, leaving the task's
-    /// waker to be woken by the next `notify` if not ready. Call
-    /// [`deregister`](Signal::deregister) when done (ready or dropped).
+    /// The async form of [`wait`](Signal::wait): registers once (the key in
+    /// `registered`), checks `ready()` under the lock and, if not ready,
+    /// leaves the task's waker in its slot to be woken by the next
+    /// `notify`. Call [`deregister`](Signal::deregister) when done (ready or
+    /// dropped).
     pub(crate) fn poll_wait<R>(
         &self,
         cx: &mut std::task::Context<'_>,
-        registered: &mut bool,
+        registered: &mut Option<usize>,
         mut ready: impl FnMut() -> Option<R>,
     ) -> std::task::Poll<R> {
-        if !*registered {
-            // SeqCst RMW: pairs with the fence in `notify`, as in `wait`.
-            self.waiters.fetch_add(1, Ordering::SeqCst);
-            fence_after_rmw();
-            *registered = true;
-        }
-        let mut wakers = self.lock.lock().unwrap_or_else(|e| e.into_inner());
+        let mut wakers = self.lock();
+        let key = match *registered {
+            Some(k) => k,
+            None => {
+                // SeqCst RMW: pairs with the fence in `notify`, as in `wait`.
+                self.waiters.fetch_add(1, Ordering::SeqCst);
+                fence_after_rmw();
+                let k = match wakers.free.pop() {
+                    Some(k) => k,
+                    None => {
+                        wakers.slots.push(None);
+                        wakers.slots.len() - 1
+                    }
+                };
+                *registered = Some(k);
+                k
+            }
+        };
         if let Some(r) = ready() {
+            Self::free_slot(&mut wakers, key);
             drop(wakers);
-            self.deregister(registered);
+            *registered = None;
+            self.waiters.fetch_sub(1, Ordering::Release);
             return std::task::Poll::Ready(r);
         }
-        if !wakers.iter().any(|w| w.will_wake(cx.waker())) {
-            wakers.push(cx.waker().clone());
+        match &mut wakers.slots[key] {
+            Some(w) if w.will_wake(cx.waker()) => {}
+            slot => *slot = Some(cx.waker().clone()),
         }
         std::task::Poll::Pending
     }
 
-    /// Ends an async wait begun by [`poll_wait`](Signal::poll_wait).
-    pub(crate) fn deregister(&self, registered: &mut bool) {
-        if std::mem::take(registered) {
+    fn free_slot(wakers: &mut Wakers, key: usize) {
+        wakers.slots[key] = None;
+        wakers.free.push(key);
+    }
+
+    /// Ends an async wait begun by [`poll_wait`](Signal::poll_wait),
+    /// releasing its waker.
+    pub(crate) fn deregister(&self, registered: &mut Option<usize>) {
+        if let Some(key) = registered.take() {
+            let waker = {
+                let mut wakers = self.lock();
+                let w = wakers.slots[key].take();
+                wakers.free.push(key);
+                w
+            };
+            // Dropped outside the lock: a waker's drop is user code.
+            drop(waker);
             self.waiters.fetch_sub(1, Ordering::Release);
         }
     }
@@ -397,55 +439,152 @@ impl Signal {
         // SeqCst fence: pairs with the RMW on `waiters` in `wait`.
         fence(Ordering::SeqCst);
         if self.waiters.load(Ordering::SeqCst) > 0 {
-            let mut guard = self.lock.lock().unwrap_or_else(|e| e.into_inner());
+            let mut guard = self.lock();
             self.cv.notify_all();
-            let wakers = std::mem::take(&mut *guard);
+            let woken: Vec<std::task::Waker> =
+                guard.slots.iter_mut().filter_map(Option::take).collect();
             drop(guard);
-            // Woken outside the lock: a waker may run its task inline.
-            wakers.into_iter().for_each(std::task::Waker::wake);
+            // Woken outside the lock: a waker may run its task inline. Each
+            // woken future polls again and puts its waker back in its slot.
+            woken.into_iter().for_each(std::task::Waker::wake);
         }
     }
 }
 
-/// Per-thread slots: the thread's shard hint, a one-entry cache of its shard
-/// index in the last batcher it used, and which batcher's flusher (if any)
-/// runs on this thread.
-#[derive(Debug)]
-pub(crate) struct ThreadSlots {
-    /// Shard hint, `usize::MAX` until first assigned.
-    pub(crate) hint: std::cell::Cell<usize>,
-    /// Address of the batcher the cached index belongs to.
-    pub(crate) cached_for: std::cell::Cell<usize>,
-    /// The cached shard index.
-    pub(crate) cached_index: std::cell::Cell<usize>,
-    /// Address of the batcher whose flusher runs on this thread, or 0.
-    pub(crate) flusher_of: std::cell::Cell<usize>,
+/// A process-wide number for a new batcher, never reused (unlike its
+/// address): the key of everything a thread remembers about a batcher.
+pub(crate) fn next_batcher_id() -> u64 {
+    // Not a modelled atomic: ids only need to be distinct.
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+    NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+}
+
+/// What a thread remembers about the batchers it uses.
+struct ThreadSlots {
+    /// One-entry cache: the id of the batcher this thread used last, and
+    /// its shard there (the submit path reads only these two).
+    cached_for: std::cell::Cell<u64>,
+    cached_index: std::cell::Cell<usize>,
+    /// This thread's shard in every batcher it has used that is still
+    /// alive: `(id, liveness token, shard)`. Assigned once per batcher and
+    /// kept, so the thread's items stay in one shard (per-thread order).
+    shards: std::cell::RefCell<Vec<(u64, std::sync::Weak<()>, usize)>>,
+    /// The batchers whose flusher runs on this thread, innermost last (a
+    /// processor may run another batcher's flusher).
+    flushers: std::cell::RefCell<Vec<u64>>,
+    /// Set while the flusher drops what a panicking processor left in its
+    /// batch (tracked jobs then resolve as `Panicked`).
+    after_panic: std::cell::Cell<bool>,
+}
+
+impl ThreadSlots {
+    fn new() -> Self {
+        ThreadSlots {
+            cached_for: std::cell::Cell::new(0),
+            cached_index: std::cell::Cell::new(0),
+            shards: std::cell::RefCell::new(Vec::new()),
+            flushers: std::cell::RefCell::new(Vec::new()),
+            after_panic: std::cell::Cell::new(false),
+        }
+    }
 }
 
 #[cfg(not(loom))]
 std::thread_local! {
-    static SLOTS: ThreadSlots = const {
-        ThreadSlots {
-            hint: std::cell::Cell::new(usize::MAX),
-            cached_for: std::cell::Cell::new(0),
-            cached_index: std::cell::Cell::new(0),
-            flusher_of: std::cell::Cell::new(0),
-        }
-    };
+    static SLOTS: ThreadSlots = ThreadSlots::new();
 }
 
 #[cfg(loom)]
 loom::thread_local! {
-    static SLOTS: ThreadSlots = ThreadSlots {
-        hint: std::cell::Cell::new(usize::MAX),
-        cached_for: std::cell::Cell::new(0),
-        cached_index: std::cell::Cell::new(0),
-        flusher_of: std::cell::Cell::new(0),
-    };
+    static SLOTS: ThreadSlots = ThreadSlots::new();
 }
 
-/// Runs `f` with this thread's slots.
+/// This thread's shard in batcher `id` (of `n` shards, alive while `alive`
+/// is): cached, remembered, or assigned now by `assign`.
 #[inline]
-pub(crate) fn with_slots<R>(f: impl FnOnce(&ThreadSlots) -> R) -> R {
-    SLOTS.with(f)
+pub(crate) fn shard_index(
+    id: u64,
+    alive: &std::sync::Arc<()>,
+    n: usize,
+    assign: impl FnOnce() -> usize,
+) -> usize {
+    SLOTS.with(|s| {
+        if s.cached_for.get() == id {
+            return s.cached_index.get();
+        }
+        let i = remembered_shard(s, id, alive, n, assign);
+        s.cached_for.set(id);
+        s.cached_index.set(i);
+        i
+    })
+}
+
+#[cold]
+fn remembered_shard(
+    s: &ThreadSlots,
+    id: u64,
+    alive: &std::sync::Arc<()>,
+    n: usize,
+    assign: impl FnOnce() -> usize,
+) -> usize {
+    let mut shards = s.shards.borrow_mut();
+    if let Some(&(_, _, i)) = shards.iter().find(|(k, _, _)| *k == id) {
+        return i;
+    }
+    // Forget the batchers that are gone, then remember this one.
+    shards.retain(|(_, w, _)| w.strong_count() > 0);
+    let i = assign() % n;
+    shards.push((id, std::sync::Arc::downgrade(alive), i));
+    i
+}
+
+/// Marks this thread as running batcher `id`'s flusher until the guard is
+/// dropped; marks nest (a processor may run another batcher's flusher).
+pub(crate) fn enter_flusher(id: u64) -> FlusherMark {
+    SLOTS.with(|s| s.flushers.borrow_mut().push(id));
+    FlusherMark { id }
+}
+
+/// See [`enter_flusher`].
+#[derive(Debug)]
+pub(crate) struct FlusherMark {
+    id: u64,
+}
+
+impl Drop for FlusherMark {
+    fn drop(&mut self) {
+        // `try_with`: the thread's slots may be gone if this runs while the
+        // thread exits.
+        let _ = SLOTS.try_with(|s| {
+            let mut f = s.flushers.borrow_mut();
+            if let Some(k) = f.iter().rposition(|&k| k == self.id) {
+                f.remove(k);
+            }
+        });
+    }
+}
+
+/// Is this thread running batcher `id`'s flusher (its processor, or a
+/// flusher nested inside it)?
+pub(crate) fn is_flusher_of(id: u64) -> bool {
+    SLOTS
+        .try_with(|s| s.flushers.borrow().contains(&id))
+        .unwrap_or(false)
+}
+
+/// Runs `f` with the "dropping what a panicking processor left" mark set.
+pub(crate) fn after_panic<R>(f: impl FnOnce() -> R) -> R {
+    struct Reset(bool);
+    impl Drop for Reset {
+        fn drop(&mut self) {
+            let _ = SLOTS.try_with(|s| s.after_panic.set(self.0));
+        }
+    }
+    let _reset = Reset(SLOTS.with(|s| s.after_panic.replace(true)));
+    f()
+}
+
+/// Is the flusher dropping what a panicking processor left?
+pub(crate) fn is_after_panic() -> bool {
+    SLOTS.try_with(|s| s.after_panic.get()).unwrap_or(false)
 }

@@ -209,7 +209,9 @@ impl<T, R, E> Job<T, R, E> {
 impl<T, R, E> Drop for Job<T, R, E> {
     fn drop(&mut self) {
         if self.slot.is_some() {
-            let e = if thread::panicking() {
+            // Unwinding out of a processor, or dropped by the flusher after
+            // its processor panicked (whichever constructor built it).
+            let e = if thread::panicking() || crate::sync::is_after_panic() {
                 JobError::Panicked
             } else {
                 JobError::Unanswered
@@ -292,7 +294,11 @@ impl<R, E> Ticket<R, E> {
     pub fn wait_timeout(self, timeout: Duration) -> Result<JobResult<R, E>, Self> {
         #[cfg(not(loom))]
         {
-            let deadline = std::time::Instant::now() + timeout;
+            // A timeout too long to add to now (`Duration::MAX`) waits for
+            // good.
+            let Some(deadline) = std::time::Instant::now().checked_add(timeout) else {
+                return Ok(self.wait());
+            };
             let mut st = self.slot.lock();
             while !st.done {
                 let left = deadline.saturating_duration_since(std::time::Instant::now());
@@ -446,7 +452,9 @@ where
 
     /// Submits an item, waiting for room without blocking the thread (see
     /// [`submit_async`](Batcher::submit_async)), and returns its [`Ticket`],
-    /// which can itself be awaited.
+    /// which can itself be awaited. Items keep the order of the thread that
+    /// submits them, not of the task (a task that migrates between threads
+    /// may see its items processed out of its order).
     ///
     /// # Errors
     ///

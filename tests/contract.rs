@@ -383,7 +383,8 @@ fn panicking_processor_is_contained() {
         1000,
         "every item still handed over once"
     );
-    assert_eq!(report.processed, 1000);
+    // Every batch panicked: its items failed, none succeeded.
+    assert_eq!((report.processed, report.failed), (0, 1000));
     assert_eq!(report.processor_panics, report.batches());
     assert_eq!(failures.load(Ordering::Relaxed), report.processor_panics);
 }
@@ -409,7 +410,9 @@ fn processor_errors_are_counted_and_the_flusher_goes_on() {
         }
     }
     let m = batcher.shutdown();
-    assert_eq!(m.processed, 100);
+    // Items of the failed batches are `failed`, the rest `processed`.
+    assert_eq!(m.processed + m.failed, 100);
+    assert_eq!(m.failed, 5 * m.processor_errors);
     assert!(m.processor_errors > 0 && m.processor_errors < m.batches());
 }
 
@@ -541,7 +544,12 @@ fn metrics_while_running() {
             let mut last = 0;
             while !stop.load(Ordering::Relaxed) {
                 let m = batcher.metrics();
-                assert_eq!(m.processed + m.queue_depth, m.submitted, "{m:?}");
+                assert_eq!(
+                    m.processed + m.failed + m.in_flight + m.queue_depth,
+                    m.submitted,
+                    "{m:?}"
+                );
+                assert!(m.queue_depth <= m.capacity && m.in_flight <= 32, "{m:?}");
                 assert!(m.submitted >= last);
                 last = m.submitted;
                 std::thread::yield_now();

@@ -188,7 +188,7 @@ proptest! {
                 Op::Metrics => {
                     let x = batcher.metrics();
                     prop_assert_eq!(x.submitted, m.accepted.len() as u64);
-                    prop_assert_eq!(x.processed + x.queue_depth, x.submitted);
+                    prop_assert_eq!(x.processed + x.failed + x.in_flight + x.queue_depth, x.submitted);
                     prop_assert_eq!(x.rejected_full, m.full);
                     prop_assert_eq!(x.rejected_timeout, m.timeout);
                     prop_assert_eq!(x.rejected_closed, m.closed_refusals);

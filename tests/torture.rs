@@ -93,6 +93,8 @@ impl Plan {
 struct Truth {
     /// Per producer: the sequence numbers processed, in processing order.
     processed: Vec<Vec<u64>>,
+    /// Items of the batches a fault was injected into.
+    failed: u64,
     batches: u64,
     injected_panics: u64,
     injected_errors: u64,
@@ -102,6 +104,7 @@ fn run(plan: Plan, seed: u64) -> u64 {
     let drops = Arc::new(AtomicU64::new(0));
     let truth = Arc::new(Mutex::new(Truth {
         processed: vec![Vec::new(); plan.producers as usize],
+        failed: 0,
         ..Truth::default()
     }));
     let t = Arc::clone(&truth);
@@ -137,6 +140,7 @@ fn run(plan: Plan, seed: u64) -> u64 {
                         }
                     }
                     if plan.fault_every > 0 && n % plan.fault_every == 0 {
+                        t.lock().unwrap().failed += batch.len() as u64;
                         if n % 2 == 0 {
                             t.lock().unwrap().injected_panics += 1;
                             panic!("injected fault in batch {n}");
@@ -210,7 +214,8 @@ fn run(plan: Plan, seed: u64) -> u64 {
         total += acc.len() as u64;
     }
     assert_eq!(report.submitted, total, "plan {plan:?} seed {seed}");
-    assert_eq!(report.processed, total);
+    assert_eq!(report.processed + report.failed, total);
+    assert_eq!(report.failed, truth.failed, "items of failed batches");
     assert_eq!(report.queue_depth, 0);
     assert_eq!(
         [
