@@ -2,12 +2,14 @@
 """Shows that each loom model catches a real break of the protocol it checks.
 
 For each entry: apply a one-spot break to the engine, run the model that
-should catch it, print CAUGHT or MISSED, restore the source. Run from the
-repository root: python3 loom-tests/mutants.py [index ...]
+should catch it, print CAUGHT or MISSED. Run from the repository root:
+python3 loom-tests/mutants.py [index ...]
 
-It edits files under src/ in place (and restores them after each run):
-do not build, commit or edit src/ while it runs. It refuses to start on a
-src/ with uncommitted changes, so a restore can never lose work.
+The breaks are applied in a temporary git worktree of HEAD (never to the
+files you are editing), so a mutant can never leak into a commit and you
+can keep working while it runs; it builds in target/mutants. Each break's
+anchor must occur exactly once, or the script stops: a refactor that loses
+an anchor fails loudly instead of reporting MISSED.
 """
 import subprocess, sys
 breaks = [
@@ -64,8 +66,8 @@ breaks = [
   "        while !st.done {\n            st = self.slot.cv.wait(st)",
   "Ticket::wait blocks without saying so, so completion skips the notify"),
  ("tickets", "src/sync.rs",
-  "        if !*registered {\n            // SeqCst RMW: pairs with the fence in `notify`, as in `wait`.",
-  "        if false {\n            // SeqCst RMW: pairs with the fence in `notify`, as in `wait`.",
+  "                // SeqCst RMW: pairs with the fence in `notify`, as in `wait`.\n                self.waiters.fetch_add(1, Ordering::SeqCst);",
+  "                // SeqCst RMW: pairs with the fence in `notify`, as in `wait`.",
   "an async waiter registers its waker but not itself in the waiter count"),
  ("user_flusher", "src/batcher.rs",
   "        for shard in self.shards.iter() {\n            shard.prod.word.fetch_and(!WORD_CLOSED, Ordering::SeqCst);\n        }\n        self.state.fetch_and(!(CLOSED | CLOSING), Ordering::SeqCst);",
@@ -79,31 +81,47 @@ breaks = [
   "            let popped = shard.cons.popped.load(Ordering::Acquire);",
   "            let popped = shard.cons.popped.load(Ordering::Relaxed);",
   "admission reads popped Relaxed (a producer may rewrite a ring slot the flusher is still reading)"),
+ ("metrics", "src/batcher.rs",
+  "                if st.seq.load(Ordering::Relaxed) == s1 {",
+  "                if true {",
+  "metrics() does not re-check the sequence number (a snapshot can mix two flusher states)"),
+ ("metrics", "src/flusher.rs",
+  "                shared.stats.begin_write();\n                // SeqCst store: pairs with the Acquire in `try_reserve` (the",
+  "                // SeqCst store: pairs with the Acquire in `try_reserve` (the",
+  "the flusher stores popped outside the sequence lock"),
  ("user_flusher", "src/flusher.rs",
   "        shared.status.store(DONE, Ordering::SeqCst);",
   "",
   "the flusher never reports DONE, so shutdown waits forever"),
 ]
-if subprocess.run("git diff --quiet -- src", shell=True).returncode != 0:
-    sys.exit("mutants.py: src/ has uncommitted changes; commit or stash them first")
+import os, shutil, tempfile
+root = os.getcwd()
+tree = tempfile.mkdtemp(prefix="microbatch-mutants-")
+subprocess.run(["git", "worktree", "add", "--detach", tree, "HEAD"], check=True, capture_output=True)
+target = os.path.join(root, "target", "mutants")
 sel = sys.argv[1:]
 missed = 0
-for i,(test, path, old, new, desc) in enumerate(breaks):
-    if sel and str(i) not in sel: continue
-    src = open(path).read()
-    assert src.count(old) == 1, (i, desc)
-    open(path,'w').write(src.replace(old,new))
-    try:
-        r = subprocess.run(f'RUSTFLAGS="--cfg loom" LOOM_MAX_PREEMPTIONS=2 timeout 600 cargo test -q --profile loom -p microbatch-loom-tests --test {test} 2>&1', shell=True, capture_output=True, text=True)
-        out = r.stdout
-        fail = [l for l in out.splitlines() if 'panicked' in l or 'deadlock' in l or 'FAILED' in l]
-        verdict = "CAUGHT" if r.returncode != 0 else "MISSED"
-        msg = ''
-        for l in out.splitlines():
-            if 'deadlock' in l or 'Causality' in l or 'assert' in l or 'left:' in l or 'flush returned' in l or 'per-thread' in l:
-                msg = l.strip()[:150]; break
-        print(f"{i} {test}: {desc}: {verdict} :: {msg}", flush=True)
-        missed += verdict == "MISSED"
-    finally:
-        open(path,'w').write(src)
+try:
+    for i,(test, path, old, new, desc) in enumerate(breaks):
+        if sel and str(i) not in sel: continue
+        file = os.path.join(tree, path)
+        src = open(file).read()
+        if src.count(old) != 1:
+            sys.exit(f"mutants.py: break {i} ({desc}): anchor found {src.count(old)} times in {path}")
+        open(file,'w').write(src.replace(old,new))
+        try:
+            r = subprocess.run(f'cd {tree} && CARGO_TARGET_DIR={target} RUSTFLAGS="--cfg loom" LOOM_MAX_PREEMPTIONS=2 timeout 600 cargo test -q --profile loom -p microbatch-loom-tests --test {test} 2>&1', shell=True, capture_output=True, text=True)
+            out = r.stdout
+            verdict = "CAUGHT" if r.returncode != 0 else "MISSED"
+            msg = ''
+            for l in out.splitlines():
+                if 'deadlock' in l or 'Causality' in l or 'assert' in l or 'left:' in l or 'flush returned' in l or 'per-thread' in l:
+                    msg = l.strip()[:150]; break
+            print(f"{i} {test}: {desc}: {verdict} :: {msg}", flush=True)
+            missed += verdict == "MISSED"
+        finally:
+            open(file,'w').write(src)
+finally:
+    subprocess.run(["git", "worktree", "remove", "--force", tree], capture_output=True)
+    shutil.rmtree(tree, ignore_errors=True)
 sys.exit(1 if missed else 0)

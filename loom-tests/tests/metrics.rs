@@ -1,0 +1,37 @@
+//! Model 10: the metrics snapshot (the sequence lock in
+//! `batcher::FlusherStats`). A producer fills a one-slot shard twice while
+//! the flusher drains it and a reader takes snapshots: every snapshot must
+//! add up (`submitted == processed + failed + in_flight + queue_depth`) and
+//! stay within the bounds (`queue_depth <= capacity`, `in_flight <= batch`),
+//! however the reads interleave with the flusher's stores and the
+//! producer's reservations.
+#![cfg(loom)]
+
+use loom::thread;
+use microbatch_loom_tests::{builder, model, recorder, Seen};
+use std::sync::Arc;
+
+#[test]
+fn snapshot_is_consistent() {
+    model(|| {
+        let seen = Seen::new();
+        let batcher = Arc::new(builder(1, 1).build(recorder(&seen)).unwrap());
+        let b = Arc::clone(&batcher);
+        let producer = thread::spawn(move || {
+            b.submit(1).unwrap();
+            b.submit(2).unwrap();
+        });
+        for _ in 0..2 {
+            let m = batcher.metrics();
+            assert_eq!(
+                m.processed + m.failed + m.in_flight + m.queue_depth,
+                m.submitted,
+                "{m:?}"
+            );
+            assert!(m.queue_depth <= 1 && m.in_flight <= 1, "{m:?}");
+        }
+        producer.join().unwrap();
+        seen.wait_for(2);
+        assert_eq!(seen.values(), vec![1, 2]);
+    });
+}
