@@ -534,3 +534,156 @@ fn nul_in_thread_name() {
         "{r:?}"
     );
 }
+
+// The failure path: what a failed batch leaves goes to `on_discard`, in
+// order, with the failure; the counters tell success from failure; the
+// failure is an `Error` with its source.
+#[test]
+fn failed_batches_are_handed_to_on_discard() {
+    use microbatch::Failure;
+    use std::error::Error as _;
+    let discarded = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let sources = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let (d, src) = (Arc::clone(&discarded), Arc::clone(&sources));
+    let batcher = Batcher::builder()
+        .max_batch_size(4)
+        .on_discard(move |items: &mut Vec<u32>, f: &Failure, info: &BatchInfo| {
+            assert_eq!(info.len, 4, "the whole batch's info");
+            let kind = matches!(f, Failure::Panic(_));
+            d.lock().unwrap().extend(items.drain(..).map(|x| (x, kind)));
+        })
+        .on_error(move |f: Failure, _: &BatchInfo| {
+            src.lock().unwrap().push(f.source().map(|e| e.to_string()));
+        })
+        .build(
+            |batch: &mut Vec<u32>, _: &BatchInfo| -> Result<(), String> {
+                match batch[0] {
+                    // Takes one item, then fails: three are left to discard.
+                    0 => {
+                        batch.remove(0);
+                        Err("sink refused".into())
+                    }
+                    4 => panic!("sink crashed"),
+                    _ => {
+                        batch.clear();
+                        Ok(())
+                    }
+                }
+            },
+        )
+        .unwrap();
+    let mut items: Vec<u32> = (0..12).collect();
+    batcher.submit_many(&mut items).unwrap();
+    batcher.flush().unwrap();
+    let m = batcher.shutdown();
+    assert_eq!(
+        *discarded.lock().unwrap(),
+        [
+            (1, false),
+            (2, false),
+            (3, false),
+            (4, true),
+            (5, true),
+            (6, true),
+            (7, true)
+        ]
+    );
+    assert_eq!(
+        *sources.lock().unwrap(),
+        [Some("sink refused".to_owned()), None]
+    );
+    assert_eq!((m.processed, m.failed, m.discarded), (4, 8, 7), "{m:?}");
+    assert_eq!((m.processor_errors, m.processor_panics), (1, 1));
+}
+
+// A hook that panics is caught and counted; the flusher goes on.
+#[test]
+fn panicking_hooks_are_contained() {
+    let batcher = Batcher::builder()
+        .on_discard(|_: &mut Vec<u32>, _: &microbatch::Failure, _: &BatchInfo| panic!("hook"))
+        .on_error(|_: microbatch::Failure, _: &BatchInfo| panic!("hook"))
+        .build(|b: &mut Vec<u32>, _: &BatchInfo| -> Result<(), String> {
+            if b.contains(&0) {
+                return Err("no".into());
+            }
+            b.clear();
+            Ok(())
+        })
+        .unwrap();
+    batcher.submit(0).unwrap();
+    batcher.flush().unwrap();
+    batcher.submit(1).unwrap();
+    batcher.flush().unwrap();
+    let m = batcher.shutdown();
+    assert_eq!((m.processed, m.failed, m.other_panics), (1, 1, 2), "{m:?}");
+}
+
+// A processor that sleeps past `shutdown_timeout`: the call returns what it
+// knows (the stuck batch in flight, how long it has been there), from a
+// shared handle; a second call after the processor returns gets the final
+// counters.
+#[test]
+fn shutdown_timeout_with_a_stuck_processor() {
+    let gate = Gate::default();
+    let g = gate.clone();
+    let batcher = Arc::new(
+        Batcher::builder()
+            .build(move |b: &mut Vec<u32>, _: &BatchInfo| {
+                g.wait();
+                b.clear();
+            })
+            .unwrap(),
+    );
+    batcher.submit(1).unwrap();
+    while batcher.metrics().in_flight == 0 {
+        std::thread::yield_now();
+    }
+    let b = Arc::clone(&batcher);
+    let started = Instant::now();
+    let r = std::thread::spawn(move || b.shutdown_timeout(Duration::from_millis(50)))
+        .join()
+        .unwrap();
+    assert!(started.elapsed() >= Duration::from_millis(50));
+    match r {
+        Err(microbatch::ShutdownError::Timeout(m)) => {
+            assert_eq!((m.in_flight, m.processed), (1, 0), "{m:?}");
+            assert!(m.processor_busy_for > Duration::ZERO, "{m:?}");
+        }
+        other => panic!("{other:?}"),
+    }
+    assert!(
+        batcher.submit(2).unwrap_err().is_closed(),
+        "closed either way"
+    );
+    gate.open();
+    let m = batcher.shutdown_timeout(BOUND).unwrap();
+    assert_eq!(
+        (m.processed, m.in_flight, m.processor_busy_for),
+        (1, 0, Duration::ZERO)
+    );
+}
+
+// The awaitable form, and the processor asking for its own shutdown.
+#[test]
+fn shutdown_async_and_reentrant_shutdown() {
+    let me: Shared<u32> = Arc::default();
+    let (tx, rx) = mpsc::channel();
+    let m2 = Arc::clone(&me);
+    let batcher = Arc::new(
+        Batcher::builder()
+            .build(move |b: &mut Vec<u32>, _: &BatchInfo| {
+                b.clear();
+                if let Some(me) = m2.get() {
+                    let _ = tx.send(me.shutdown_timeout(BOUND).is_err());
+                }
+            })
+            .unwrap(),
+    );
+    me.set(Arc::clone(&batcher)).ok().unwrap();
+    batcher.submit(1).unwrap();
+    assert_eq!(rx.recv_timeout(BOUND), Ok(true), "Reentrant, at once");
+    let m = futures::executor::block_on(batcher.shutdown_async()).unwrap();
+    assert_eq!(m.processed, 1);
+    // The processor's handle: dropped with the processor, on its thread.
+    drop(batcher);
+}

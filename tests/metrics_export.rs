@@ -1,16 +1,62 @@
 //! Feature `metrics`: the batcher's counters reach a `metrics` recorder.
 
-use metrics_util::debugging::{DebugValue, DebuggingRecorder};
+mod common;
+
+use common::Gate;
+use metrics_util::debugging::{DebugValue, DebuggingRecorder, Snapshotter};
 use metrics_util::MetricKind;
 use microbatch::{Backpressure, BatchInfo, Batcher};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+/// The one recorder of this test binary (tests tell their batchers apart
+/// by label). A snapshot of the debugging recorder resets what it read, so
+/// the tests take turns ([`serial`]).
+fn snapshotter() -> &'static Snapshotter {
+    static SNAP: OnceLock<Snapshotter> = OnceLock::new();
+    SNAP.get_or_init(|| {
+        let recorder = DebuggingRecorder::new();
+        let s = recorder.snapshotter();
+        recorder
+            .install()
+            .expect("the only recorder of this binary");
+        s
+    })
+}
+
+/// Held by each test for its whole run.
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+type Snap = Vec<(
+    metrics_util::CompositeKey,
+    Option<metrics::Unit>,
+    Option<metrics::SharedString>,
+    DebugValue,
+)>;
+
+/// In one snapshot `snap`: the value of series `name` with label `batcher`
+/// = `label` (and one more label if given), as its Debug text.
+fn value_of(snap: &Snap, label: &str, name: &str, extra: Option<(&str, &str)>) -> Option<String> {
+    snap.iter()
+        .find(|(k, _, _, _)| {
+            k.key().name() == name
+                && k.key()
+                    .labels()
+                    .any(|l| l.key() == "batcher" && l.value() == label)
+                && extra.map_or(true, |(ek, ev)| {
+                    k.key().labels().any(|l| l.key() == ek && l.value() == ev)
+                })
+        })
+        .map(|(_, _, _, v)| format!("{v:?}"))
+}
 
 #[test]
 fn counters_reach_the_recorder() {
-    let recorder = DebuggingRecorder::new();
-    let snapshotter = recorder.snapshotter();
-    recorder
-        .install()
-        .expect("first recorder in this test binary");
+    let _serial = serial();
+    let snapshotter = snapshotter();
 
     let batcher = Batcher::builder()
         .thread_name("orders")
@@ -79,4 +125,116 @@ fn counters_reach_the_recorder() {
         value("microbatch_queue_depth", None).1,
         format!("{:?}", DebugValue::Gauge(0.0.into()))
     );
+}
+
+/// Exported series keep moving while the processor is stuck: rejections,
+/// queue depth and the time in the processor reach a scrape within about a
+/// second (here the interval is 100 ms; the test allows 5 s of scheduling).
+#[test]
+fn series_move_during_a_stall() {
+    let _serial = serial();
+    let gate = Gate::default();
+    let g = gate.clone();
+    let batcher = Batcher::builder()
+        .thread_name("stalled")
+        .shards(1)
+        .capacity(4)
+        .max_batch_size(4)
+        .backpressure(Backpressure::Reject)
+        .metrics_interval(Duration::from_millis(100))
+        .build(move |b: &mut Vec<u32>, _: &BatchInfo| {
+            g.wait();
+            b.clear();
+        })
+        .unwrap();
+    for i in 0..4 {
+        batcher.submit(i).unwrap();
+    }
+    while batcher.metrics().in_flight < 4 {
+        std::thread::yield_now();
+    }
+    for i in 0..4 {
+        batcher.submit(i).unwrap();
+    }
+    for i in 0..10 {
+        assert!(batcher.submit(i).is_err());
+    }
+    // Each snapshot resets what it reads; the exporter publishes again
+    // every 100 ms: remember what any snapshot showed.
+    let (mut rejected, mut depth, mut busy) = (false, false, false);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !(rejected && depth && busy) {
+        let snap = snapshotter().snapshot().into_vec();
+        rejected |= value_of(
+            &snap,
+            "stalled",
+            "microbatch_rejected_total",
+            Some(("reason", "full")),
+        ) == Some(format!("{:?}", DebugValue::Counter(10)));
+        depth |= value_of(&snap, "stalled", "microbatch_queue_depth", None)
+            == Some(format!("{:?}", DebugValue::Gauge(4.0.into())));
+        busy |= value_of(&snap, "stalled", "microbatch_processor_busy_seconds", None)
+            .is_some_and(|b| b != format!("{:?}", DebugValue::Gauge(0.0.into())));
+        assert!(
+            Instant::now() < deadline,
+            "a scrape during the stall saw: rejected {rejected}, depth {depth}, busy {busy}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    gate.open();
+    batcher.shutdown();
+}
+
+/// Batchers built with the default name export under distinct labels.
+#[test]
+fn default_labels_are_unique() {
+    let _serial = serial();
+    let _ = snapshotter();
+    let build = || {
+        Batcher::builder()
+            .metrics_interval(Duration::from_millis(50))
+            .build(|b: &mut Vec<u32>, _: &BatchInfo| b.clear())
+            .unwrap()
+    };
+    let (a, b) = (build(), build());
+    for i in 0..13 {
+        a.submit(i).unwrap();
+    }
+    for i in 0..10 {
+        b.submit(i).unwrap();
+    }
+    a.flush().unwrap();
+    b.flush().unwrap();
+    // Labels `microbatch-<n>` seen with 13 and with 10 submitted items.
+    let mut seen: Vec<(String, String)> = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let has = |seen: &[(String, String)], n: u64| {
+        seen.iter()
+            .any(|(_, v)| *v == format!("{:?}", DebugValue::Counter(n)))
+    };
+    while !(has(&seen, 13) && has(&seen, 10)) {
+        assert!(
+            Instant::now() < deadline,
+            "one series per batcher: {seen:?}"
+        );
+        for (k, _, _, v) in snapshotter().snapshot().into_vec() {
+            if k.key().name() != "microbatch_submitted_total" {
+                continue;
+            }
+            if let Some(l) = k.key().labels().find(|l| l.key() == "batcher") {
+                if l.value().starts_with("microbatch-") {
+                    seen.push((l.value().to_owned(), format!("{v:?}")));
+                }
+            }
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let label_of = |n: u64| {
+        seen.iter()
+            .find(|(_, v)| *v == format!("{:?}", DebugValue::Counter(n)))
+            .map(|(l, _)| l.clone())
+    };
+    assert_ne!(label_of(13), label_of(10), "{seen:?}");
+    a.shutdown();
+    b.shutdown();
 }
