@@ -205,14 +205,19 @@ impl std::error::Error for Failure {
 /// panic is caught and `true` returned. A panic payload that itself panics
 /// on drop is leaked rather than allowed to unwind (or abort) the caller.
 pub(crate) fn drop_quietly<V>(v: V) -> bool {
-    match catch_unwind(AssertUnwindSafe(move || drop(v))) {
-        Ok(()) => false,
-        Err(payload) => {
-            // Dropping this payload could panic in turn: leak it.
-            std::mem::forget(payload);
-            true
+    let Err(mut payload) = catch_unwind(AssertUnwindSafe(move || drop(v))) else {
+        return false;
+    };
+    // The payload's own drop may panic, and that panic's payload too: a
+    // few rounds, then leak what is left rather than unwind.
+    for _ in 0..3 {
+        match catch_unwind(AssertUnwindSafe(move || drop(payload))) {
+            Ok(()) => return true,
+            Err(next) => payload = next,
         }
     }
+    std::mem::forget(payload);
+    true
 }
 
 /// Calls user code (a hook, a log or metrics backend) where a panic is
