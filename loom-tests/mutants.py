@@ -115,7 +115,7 @@ try:
             verdict = "CAUGHT" if r.returncode != 0 else "MISSED"
             msg = ''
             for l in out.splitlines():
-                if 'deadlock' in l or 'Causality' in l or 'assert' in l or 'left:' in l or 'flush returned' in l or 'per-thread' in l:
+                if 'deadlock' in l or 'Causality' in l or 'overflow' in l or 'assert' in l or 'left:' in l or 'flush returned' in l or 'per-thread' in l:
                     msg = l.strip()[:150]; break
             print(f"{i} {test}: {desc}: {verdict} :: {msg}", flush=True)
             missed += verdict == "MISSED"

@@ -195,7 +195,7 @@ impl<T> ShardQueue<T> {
 /// Monotonic time in nanoseconds since the clock was made.
 ///
 /// Under loom the clock is a model-checked counter that moves only when a
-/// timed wait "elapses" ([`Clock::sleep_until`]), so the time trigger is
+/// timed wait "elapses" ([`Clock::park_until`]), so the time trigger is
 /// explored without real time: a timed wait may return at any point (as a
 /// real one may, spuriously), and when it returns for its deadline, time is
 /// at least the deadline.
