@@ -10,12 +10,15 @@ fn recorder_installed_after_build() {
         .thread_name("late")
         .build(|b: &mut Vec<u32>, _: &BatchInfo| b.clear())
         .unwrap();
+    // The flusher (and anything it sets up) is running before the recorder.
+    batcher.submit(0).unwrap();
+    batcher.flush().unwrap();
     let recorder = DebuggingRecorder::new();
     let snapshotter = recorder.snapshotter();
     recorder
         .install()
         .expect("the only recorder of this binary");
-    for i in 0..5 {
+    for i in 1..5 {
         batcher.submit(i).unwrap();
     }
     batcher.shutdown();
