@@ -47,7 +47,7 @@ impl Table {
 type Lookup = Job<u64, String, String>;
 
 fn check(key: u64, answer: Result<String, JobError<String>>) {
-    if key % 7 == 0 {
+    if key.is_multiple_of(7) {
         assert_eq!(answer, Err(JobError::Failed(format!("no user {key}"))));
     } else {
         assert_eq!(answer, Ok(format!("user-{key}")));

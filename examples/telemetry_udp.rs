@@ -130,7 +130,7 @@ fn main() {
                     let span = Span {
                         name: (i % 4) as u8,
                         micros: (x % 20_000) as u32,
-                        ok: x % 97 != 0,
+                        ok: !x.is_multiple_of(97),
                     };
                     b.submit(span).expect("open batcher");
                 }

@@ -678,7 +678,7 @@ impl<T, S: Storage<T>> Shared<T, S> {
             // retry at once; yield only if this thread seems to be keeping
             // the flusher off its core.
             tries += 1;
-            if tries % 4096 == 0 {
+            if tries.is_multiple_of(4096) {
                 thread::yield_now();
             } else {
                 sync::spin_hint();

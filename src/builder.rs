@@ -466,7 +466,7 @@ impl<T: Send + 'static, S: Storage<T> + 'static> Builder<T, S> {
             .checked_mul(capacity)
             .and_then(|n| n.checked_mul(slot))
             .and_then(|n| n.checked_add(b.checked_mul(item_size)?));
-        if total.map_or(true, |t| t > MAX_QUEUE_BYTES) {
+        if total.is_none_or(|t| t > MAX_QUEUE_BYTES) {
             return Err(BuildError::MemoryOverflow {
                 shards,
                 capacity,

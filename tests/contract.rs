@@ -395,7 +395,7 @@ fn processor_errors_are_counted_and_the_flusher_goes_on() {
         .max_batch_size(5)
         .build(
             |batch: &mut Vec<u32>, _: &BatchInfo| -> Result<(), String> {
-                if batch[0] % 2 == 0 {
+                if batch[0].is_multiple_of(2) {
                     Err(format!("even batch starting at {}", batch[0]))
                 } else {
                     Ok(())

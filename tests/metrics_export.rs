@@ -46,7 +46,7 @@ fn value_of(snap: &Snap, label: &str, name: &str, extra: Option<(&str, &str)>) -
                 && k.key()
                     .labels()
                     .any(|l| l.key() == "batcher" && l.value() == label)
-                && extra.map_or(true, |(ek, ev)| {
+                && extra.is_none_or(|(ek, ev)| {
                     k.key().labels().any(|l| l.key() == ek && l.value() == ev)
                 })
         })
@@ -81,7 +81,7 @@ fn counters_reach_the_recorder() {
                     && k.key()
                         .labels()
                         .any(|l| l.key() == "batcher" && l.value() == "orders")
-                    && label.map_or(true, |(lk, lv)| {
+                    && label.is_none_or(|(lk, lv)| {
                         k.key().labels().any(|l| l.key() == lk && l.value() == lv)
                     })
             })

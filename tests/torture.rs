@@ -139,9 +139,9 @@ fn run(plan: Plan, seed: u64) -> u64 {
                             std::hint::spin_loop();
                         }
                     }
-                    if plan.fault_every > 0 && n % plan.fault_every == 0 {
+                    if plan.fault_every > 0 && n.is_multiple_of(plan.fault_every) {
                         t.lock().unwrap().failed += batch.len() as u64;
-                        if n % 2 == 0 {
+                        if n.is_multiple_of(2) {
                             t.lock().unwrap().injected_panics += 1;
                             panic!("injected fault in batch {n}");
                         }
