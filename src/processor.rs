@@ -68,7 +68,11 @@ pub struct BatchInfo {
     /// includes submits in flight at that moment).
     pub queue_depth: u64,
     /// An upper bound on how long the batch's oldest item had waited when
-    /// the batch was drained (exact to within a wake-up latency).
+    /// the batch was drained, measured from a lower bound on its arrival:
+    /// when the flusher last saw nothing pending or, after it slept until
+    /// the first item woke it, when the waking producer found it asleep (a
+    /// producer preempted between its push and that check can make this
+    /// late by the preemption). The time trigger uses the same bound.
     pub oldest_age: Duration,
     /// The batch's sequence number, from 0.
     pub seq: u64,

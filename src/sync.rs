@@ -459,12 +459,35 @@ pub(crate) fn next_batcher_id() -> u64 {
     NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
 }
 
-/// What a thread remembers about the batchers it uses.
-struct ThreadSlots {
-    /// One-entry cache: the id of the batcher this thread used last, and
-    /// its shard there (the submit path reads only these two).
+/// The submit path's one-entry cache: the id of the batcher this thread
+/// used last, and its shard there. A thread-local of its own, of plain
+/// `Cell`s with a `const` initialiser: no lazy-initialisation check and no
+/// destructor on the path every submit takes.
+struct ShardCache {
     cached_for: std::cell::Cell<u64>,
     cached_index: std::cell::Cell<usize>,
+}
+
+#[cfg(not(loom))]
+std::thread_local! {
+    static CACHE: ShardCache = const {
+        ShardCache {
+            cached_for: std::cell::Cell::new(0),
+            cached_index: std::cell::Cell::new(0),
+        }
+    };
+}
+
+#[cfg(loom)]
+loom::thread_local! {
+    static CACHE: ShardCache = ShardCache {
+        cached_for: std::cell::Cell::new(0),
+        cached_index: std::cell::Cell::new(0),
+    };
+}
+
+/// What a thread remembers about the batchers it uses.
+struct ThreadSlots {
     /// This thread's shard in every batcher it has used that is still
     /// alive: `(id, liveness token, shard)`. Assigned once per batcher and
     /// kept, so the thread's items stay in one shard (per-thread order).
@@ -480,8 +503,6 @@ struct ThreadSlots {
 impl ThreadSlots {
     fn new() -> Self {
         ThreadSlots {
-            cached_for: std::cell::Cell::new(0),
-            cached_index: std::cell::Cell::new(0),
             shards: std::cell::RefCell::new(Vec::new()),
             flushers: std::cell::RefCell::new(Vec::new()),
             after_panic: std::cell::Cell::new(false),
@@ -508,13 +529,13 @@ pub(crate) fn shard_index(
     n: usize,
     assign: impl FnOnce() -> usize,
 ) -> usize {
-    SLOTS.with(|s| {
-        if s.cached_for.get() == id {
-            return s.cached_index.get();
+    CACHE.with(|c| {
+        if c.cached_for.get() == id {
+            return c.cached_index.get();
         }
-        let i = remembered_shard(s, id, alive, n, assign);
-        s.cached_for.set(id);
-        s.cached_index.set(i);
+        let i = SLOTS.with(|s| remembered_shard(s, id, alive, n, assign));
+        c.cached_for.set(id);
+        c.cached_index.set(i);
         i
     })
 }
