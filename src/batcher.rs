@@ -168,6 +168,11 @@ pub(crate) struct Shared<T, S> {
     pub(crate) signal: Signal,
     pub(crate) flush_targets: Mutex<Vec<u64>>,
     close_lock: Mutex<()>,
+    /// `close` calls so far, and how many of them the last finished run
+    /// had seen: a close after a run ended keeps the batcher closed through
+    /// the next `Flusher::run` (it drains and returns instead of reopening).
+    close_calls: AtomicU64,
+    closes_consumed: AtomicU64,
     pub(crate) status: AtomicUsize,
     /// Never reused: what threads key their shard and flusher marks by.
     pub(crate) id: u64,
@@ -245,6 +250,8 @@ impl<T, S: Storage<T>> Shared<T, S> {
             signal: Signal::new(),
             flush_targets: Mutex::new(vec![0; n]),
             close_lock: Mutex::new(()),
+            close_calls: AtomicU64::new(0),
+            closes_consumed: AtomicU64::new(0),
             status: AtomicUsize::new(NOT_STARTED),
             id: sync::next_batcher_id(),
             alive: std::sync::Arc::new(()),
@@ -514,6 +521,7 @@ impl<T, S: Storage<T>> Shared<T, S> {
     pub(crate) fn close(&self) {
         {
             let _guard = self.close_lock.lock().unwrap_or_else(|e| e.into_inner());
+            self.close_calls.fetch_add(1, Ordering::SeqCst);
             if self.state.load(Ordering::SeqCst) & CLOSED != 0 {
                 return;
             }
@@ -545,9 +553,16 @@ impl<T, S: Storage<T>> Shared<T, S> {
     pub(crate) fn reopen(&self) {
         {
             let _guard = self.close_lock.lock().unwrap_or_else(|e| e.into_inner());
-            if self.state.load(Ordering::SeqCst) & CLOSED == 0 {
+            if self.state.load(Ordering::SeqCst) & CLOSED == 0
+                || self.close_calls.load(Ordering::SeqCst)
+                    > self.closes_consumed.load(Ordering::SeqCst)
+            {
+                // Open, or closed again since the last run ended: stay so.
                 return;
             }
+            // Running before open, in the lock `close` takes: a close from
+            // now on ends this run, and `done()` is false while it accepts.
+            self.status.store(RUNNING, Ordering::SeqCst);
             for shard in self.shards.iter() {
                 shard.prod.word.fetch_and(!WORD_CLOSED, Ordering::SeqCst);
             }
@@ -622,6 +637,14 @@ impl<T, S: Storage<T>> Shared<T, S> {
         self.signal
             .wait(&self.clock, deadline, || self.flush_ready(&snap))
             .unwrap_or(Err(FlushError::Timeout))
+    }
+
+    /// A run has drained everything after the closes made so far (called by
+    /// the flusher at the end of a run, before it reports `DONE`).
+    pub(crate) fn consume_closes(&self) {
+        let _guard = self.close_lock.lock().unwrap_or_else(|e| e.into_inner());
+        self.closes_consumed
+            .store(self.close_calls.load(Ordering::SeqCst), Ordering::SeqCst);
     }
 
     /// `Some` once the flusher has run to its end since the last close

@@ -3,7 +3,7 @@
 use crate::batcher::{Batcher, Shared};
 use crate::err::{duration_to_nanos, BuildError};
 use crate::flusher::{Engine, Flusher};
-use crate::processor::{drop_quietly, BatchInfo, BatchProcessor, DiscardHook, ErrorHook, Failure};
+use crate::processor::{BatchInfo, BatchProcessor, DiscardHook, ErrorHook, Failure};
 use crate::storage::{RingStorage, Storage};
 use crate::sync::{self, Arc};
 use std::fmt;
@@ -385,7 +385,7 @@ impl<T: Send + 'static, S: Storage<T> + 'static> Builder<T, S> {
                 engine.run();
                 // The processor and the hooks are the user's: their drops
                 // may panic, and must not end the thread by unwinding.
-                drop_quietly(engine);
+                engine.drop_quietly();
             })
             .map_err(BuildError::Spawn)?;
         Ok(Batcher::new(

@@ -58,6 +58,8 @@ pub(crate) struct Engine<T, S: Storage<T>> {
     flush_active: bool,
     /// A lower bound on the arrival time of the oldest pending item.
     oldest: Option<u64>,
+    /// Clock time just before the shard words were last read.
+    counts_read_at: u64,
     /// When the flusher last saw nothing pending (0, the clock's start,
     /// until then: items may be submitted before the first run).
     empty_at: u64,
@@ -104,9 +106,16 @@ fn take<T, S: Storage<T>>(
         // A storage of the user's: take no more than this shard has
         // counted, so a queue shared by several shards (allowed) cannot
         // leave another shard's count short.
-        None => shard
-            .storage
-            .pop_into(want.min(counted.saturating_sub(next) as usize), buf),
+        None => {
+            // Counted by what arrived in `buf`, not by what the storage says;
+            // a storage that hands over more than asked breaks its contract,
+            // and the excess is dropped (the counts must stay exact).
+            let ask = want.min(counted.saturating_sub(next) as usize);
+            let before = buf.len();
+            shard.storage.pop_into(ask, buf);
+            buf.truncate(before + ask);
+            buf.len().saturating_sub(before)
+        }
     }
 }
 
@@ -141,6 +150,7 @@ impl<T: Send + 'static, S: Storage<T>> Engine<T, S> {
             targets: vec![0; n],
             flush_active: false,
             oldest: None,
+            counts_read_at: 0,
             empty_at: 0,
             parked_for_first_item: false,
             spin_since: None,
@@ -160,6 +170,23 @@ impl<T: Send + 'static, S: Storage<T>> Engine<T, S> {
 
     pub(crate) fn shared(&self) -> &Arc<Shared<T, S>> {
         &self.shared
+    }
+
+    /// Drops the user's parts (processor, hooks, anything left in the
+    /// buffer) each where a panic is caught: one panicking drop must not
+    /// unwind into the next (a double panic aborts).
+    pub(crate) fn drop_quietly(self) {
+        let Engine {
+            processor,
+            on_error,
+            on_discard,
+            mut buf,
+            ..
+        } = self;
+        clear_quietly(&mut buf);
+        drop_quietly(processor);
+        drop_quietly(on_error);
+        drop_quietly(on_discard);
     }
 
     /// Runs until the batcher is closed and drained.
@@ -224,7 +251,9 @@ impl<T: Send + 'static, S: Storage<T>> Engine<T, S> {
             } else {
                 self.oldest = None;
                 let now = shared.clock.now();
-                self.empty_at = now;
+                // Not `now`: an item reserved between the count loads and
+                // that clock read would have arrived before it.
+                self.empty_at = self.counts_read_at;
                 // Recently busy: poll every `max_delay` instead of asking the
                 // next producer to wake us (an unpark costs the producer
                 // microseconds). An item that arrives is then dispatched at
@@ -279,6 +308,9 @@ impl<T: Send + 'static, S: Storage<T>> Engine<T, S> {
 
     /// Reads every shard's accepted count; returns the total pending.
     fn read_counts(&mut self) -> u64 {
+        // Before the loads: an item reserved after this read is not in
+        // `counts`, and arrived after `counts_read_at`.
+        self.counts_read_at = self.shared.clock.now();
         let mut pending = 0;
         for (i, shard) in self.shared.shards.iter().enumerate() {
             // SeqCst: pairs with the reservation CAS (see `park`).
@@ -312,7 +344,7 @@ impl<T: Send + 'static, S: Storage<T>> Engine<T, S> {
             // rather than dispatch a short batch and strand it.
             let counted = self.counts[i];
             while self.buf.len() < b {
-                let next = self.popped[i] + (self.buf.len() - before) as u64;
+                let next = self.popped[i] + self.buf.len().saturating_sub(before) as u64;
                 let want = b - self.buf.len();
                 if take(shard, next, want, counted, &mut self.buf) > 0 {
                     continue;
@@ -325,7 +357,7 @@ impl<T: Send + 'static, S: Storage<T>> Engine<T, S> {
                     thread::yield_now();
                 }
             }
-            let got = (self.buf.len() - before) as u64;
+            let got = self.buf.len().saturating_sub(before) as u64;
             if got > 0 {
                 self.popped[i] += got;
                 // A count of the snapshot protocol (`FlusherStats`); the
@@ -392,9 +424,11 @@ impl<T: Send + 'static, S: Storage<T>> Engine<T, S> {
         shared.signal.notify();
 
         if exhausted {
-            // Everything still pending arrived after its shard was visited.
+            // Everything still pending was reserved after the counts were
+            // read (the take stops at the counted items only for storages
+            // of the user's; the ring may take more, which is harmless).
             self.oldest = None;
-            self.empty_at = start;
+            self.empty_at = self.counts_read_at;
         }
         true
     }
@@ -673,6 +707,7 @@ impl<T, S: Storage<T>> Drop for ExitGuard<'_, T, S> {
             shared.close();
         }
         *shared.wake.thread.lock().unwrap_or_else(|e| e.into_inner()) = None;
+        shared.consume_closes();
         shared.status.store(DONE, Ordering::SeqCst);
         shared.signal.notify();
     }
@@ -754,10 +789,8 @@ impl<T: Send + 'static, S: Storage<T>> Flusher<T, S> {
             .as_mut()
             .expect("the engine is present until drop");
         if self.runs > 0 {
-            // Running before reopening: a `shutdown_timeout` waiting for the
-            // end of a run must not see the last run's end while this one
-            // accepts items.
-            engine.shared().status.store(RUNNING, Ordering::SeqCst);
+            // Reopens (and marks the flusher running, in the same critical
+            // section) unless a close came after the last run ended.
             engine.shared().reopen();
         }
         self.runs += 1;
@@ -776,7 +809,7 @@ impl<T: Send + 'static, S: Storage<T>> Drop for Flusher<T, S> {
                 engine.run();
             }
             // The processor and hooks are the user's: their drops may panic.
-            drop_quietly(engine);
+            engine.drop_quietly();
         }
     }
 }

@@ -446,7 +446,11 @@ impl Signal {
             drop(guard);
             // Woken outside the lock: a waker may run its task inline. Each
             // woken future polls again and puts its waker back in its slot.
-            woken.into_iter().for_each(std::task::Waker::wake);
+            // A waker is the user's (a runtime's) code: one that panics must
+            // not unwind the flusher, nor keep the others from being woken.
+            for w in woken {
+                crate::processor::call_quietly(|| w.wake());
+            }
         }
     }
 }

@@ -687,3 +687,61 @@ fn shutdown_async_and_reentrant_shutdown() {
     // The processor's handle: dropped with the processor, on its thread.
     drop(batcher);
 }
+
+// A close after a user-run flusher's run ended keeps the batcher closed:
+// the next run drains and returns instead of reopening (a shutdown racing
+// the restart must not be lost, nor leave a run nobody ends).
+#[test]
+fn close_between_runs_is_kept() {
+    let (batcher, mut flusher) = Batcher::builder()
+        .build_with_flusher(|b: &mut Vec<u32>, _: &BatchInfo| b.clear())
+        .unwrap();
+    batcher.submit(1).unwrap();
+    batcher.close();
+    assert_eq!(flusher.run().processed, 1);
+    batcher.close(); // after the run ended
+    let m = common::bounded("a run after a later close", move || flusher.run());
+    assert_eq!(m.processed, 1);
+    assert!(batcher.submit(2).unwrap_err().is_closed());
+}
+
+/// A waker whose `wake` panics.
+struct PanickingWaker;
+
+impl futures::task::ArcWake for PanickingWaker {
+    fn wake_by_ref(_: &Arc<Self>) {
+        panic!("a waker that panics");
+    }
+}
+
+// A runtime's waker that panics when the flusher wakes it cannot unwind the
+// flusher: later batches are processed and the waiting future still gets in.
+#[test]
+fn a_panicking_waker_is_contained() {
+    use std::future::Future;
+    let gate = Gate::default();
+    let batcher = gated(&gate);
+    batcher.submit(0).unwrap();
+    while batcher.try_submit(1).is_err() {
+        std::thread::yield_now();
+    }
+    let waker = futures::task::waker(Arc::new(PanickingWaker));
+    let mut cx = std::task::Context::from_waker(&waker);
+    let mut fut = Box::pin(batcher.submit_async(2));
+    assert!(fut.as_mut().poll(&mut cx).is_pending());
+    gate.open(); // the flusher frees room and wakes the future: a panic
+    while batcher.metrics().processed < 2 {
+        std::thread::yield_now();
+    }
+    // Poll again (its waker could not tell us): room is there now.
+    let r = loop {
+        if let std::task::Poll::Ready(r) = fut.as_mut().poll(&mut cx) {
+            break r;
+        }
+        std::thread::yield_now();
+    };
+    assert!(r.is_ok());
+    drop(fut);
+    batcher.flush().unwrap();
+    assert_eq!(batcher.shutdown().processed, 3);
+}
