@@ -779,7 +779,9 @@ impl<T: Send + 'static, S: Storage<T>> Flusher<T, S> {
     ///
     /// Running it again after a run has ended (the Go original's `Start`
     /// after a cancelled context) reopens the batcher's intake first: submits
-    /// are accepted again until the next close. A batcher closed before its
+    /// are accepted again until the next close. A close made after the last
+    /// run ended (a `shutdown` racing the restart, say) is kept: the run
+    /// then drains what is there and returns without reopening. A batcher closed before its
     /// flusher ever ran is drained, not reopened. A run only ends with a
     /// close: keep a [`Closer`](crate::Closer) if the batcher's handles may
     /// all be gone by then.
