@@ -59,3 +59,24 @@ fn user_run_flusher_restarts() {
         assert_eq!(second.processed, accepted.len() as u64);
     });
 }
+
+/// A close racing a restart: the first run has ended, then one thread runs
+/// the flusher again while another closes. Whichever comes first, the
+/// second run ends (the close is never lost), the batcher ends closed, and
+/// an item accepted in between is processed.
+#[test]
+fn close_racing_a_restart() {
+    model(|| {
+        let seen = Seen::new();
+        let (batcher, mut flusher) = builder(2, 2).build_with_flusher(recorder(&seen)).unwrap();
+        batcher.close();
+        flusher.run();
+        let runner = thread::spawn(move || flusher.run());
+        let accepted = batcher.try_submit(1).is_ok();
+        batcher.close();
+        let second = runner.join().unwrap();
+        assert!(batcher.is_closed());
+        assert_eq!(second.processed, u64::from(accepted));
+        assert_eq!(seen.values().len(), usize::from(accepted));
+    });
+}
