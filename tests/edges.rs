@@ -8,7 +8,7 @@
 
 mod common;
 
-use common::{channel_processor, recv, Gate, BOUND};
+use common::{channel_processor, hold_a_batch_and_fill, recv, Gate, BOUND};
 use microbatch::{BatchInfo, Batcher, FlushError, Job, JobError, WaitStrategy};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc;
@@ -326,15 +326,11 @@ impl futures::task::ArcWake for CountingWaker {
 }
 
 fn gated(gate: &Gate) -> Batcher<u32> {
-    let g = gate.clone();
     Batcher::builder()
         .shards(1)
         .capacity(1)
         .max_batch_size(1)
-        .build(move |b: &mut Vec<u32>, _: &BatchInfo| {
-            g.wait();
-            b.clear();
-        })
+        .build(gate.processor())
         .unwrap()
 }
 
@@ -455,25 +451,13 @@ fn oldest_age_of_flush_and_size_batches() {
 #[test]
 fn snapshot_queue_depth_within_the_bound() {
     let gate = Gate::default();
-    let g = gate.clone();
     let batcher = Batcher::builder()
         .shards(1)
         .capacity(4)
         .max_batch_size(4)
-        .build(move |b: &mut Vec<u64>, _: &BatchInfo| {
-            g.wait();
-            b.clear();
-        })
+        .build(gate.processor::<u64>())
         .unwrap();
-    for i in 0..4 {
-        batcher.submit(i).unwrap();
-    }
-    while batcher.metrics().in_flight < 4 {
-        std::thread::yield_now();
-    }
-    for i in 4..8 {
-        batcher.submit(i).unwrap();
-    }
+    hold_a_batch_and_fill(&batcher, 4, |i| i as u64);
     let m = batcher.metrics();
     assert_eq!((m.queue_depth, m.in_flight, m.capacity), (4, 4, 4), "{m:?}");
     gate.open();
@@ -625,15 +609,7 @@ fn panicking_hooks_are_contained() {
 #[test]
 fn shutdown_timeout_with_a_stuck_processor() {
     let gate = Gate::default();
-    let g = gate.clone();
-    let batcher = Arc::new(
-        Batcher::builder()
-            .build(move |b: &mut Vec<u32>, _: &BatchInfo| {
-                g.wait();
-                b.clear();
-            })
-            .unwrap(),
-    );
+    let batcher = Arc::new(Batcher::builder().build(gate.processor::<u32>()).unwrap());
     batcher.submit(1).unwrap();
     while batcher.metrics().in_flight == 0 {
         std::thread::yield_now();

@@ -2,7 +2,7 @@
 
 mod common;
 
-use common::Gate;
+use common::{hold_a_batch_and_fill, Gate};
 use metrics_util::debugging::{DebugValue, DebuggingRecorder, Snapshotter};
 use metrics_util::MetricKind;
 use microbatch::{Backpressure, BatchInfo, Batcher};
@@ -134,7 +134,6 @@ fn counters_reach_the_recorder() {
 fn series_move_during_a_stall() {
     let _serial = serial();
     let gate = Gate::default();
-    let g = gate.clone();
     let batcher = Batcher::builder()
         .thread_name("stalled")
         .shards(1)
@@ -142,20 +141,9 @@ fn series_move_during_a_stall() {
         .max_batch_size(4)
         .backpressure(Backpressure::Reject)
         .metrics_interval(Duration::from_millis(100))
-        .build(move |b: &mut Vec<u32>, _: &BatchInfo| {
-            g.wait();
-            b.clear();
-        })
+        .build(gate.processor::<u32>())
         .unwrap();
-    for i in 0..4 {
-        batcher.submit(i).unwrap();
-    }
-    while batcher.metrics().in_flight < 4 {
-        std::thread::yield_now();
-    }
-    for i in 0..4 {
-        batcher.submit(i).unwrap();
-    }
+    hold_a_batch_and_fill(&batcher, 4, |i| i as u32);
     for i in 0..10 {
         assert!(batcher.submit(i).is_err());
     }

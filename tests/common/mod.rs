@@ -90,6 +90,42 @@ impl Gate {
     }
 }
 
+impl Gate {
+    /// A processor that holds each batch at this gate, then empties it.
+    pub fn processor<T>(&self) -> impl FnMut(&mut Vec<T>, &BatchInfo) + Send + 'static {
+        let g = self.clone();
+        move |batch: &mut Vec<T>, _: &BatchInfo| {
+            g.wait();
+            batch.clear();
+        }
+    }
+}
+
+/// With a processor held at a gate and one shard of capacity `n` (batch
+/// size `n`): submits `n` items and waits until the processor holds them,
+/// then `n` more, which fill the shard behind it.
+pub fn hold_a_batch_and_fill<T, S: microbatch::Storage<T>>(
+    batcher: &microbatch::Batcher<T, S>,
+    n: usize,
+    item: impl Fn(usize) -> T,
+) {
+    for i in 0..n {
+        assert!(
+            batcher.submit(item(i)).is_ok(),
+            "item {i} of the held batch"
+        );
+    }
+    while batcher.metrics().in_flight < n as u64 {
+        std::thread::yield_now();
+    }
+    for i in n..2 * n {
+        assert!(
+            batcher.submit(item(i)).is_ok(),
+            "item {i} filling the shard"
+        );
+    }
+}
+
 /// Runs `f` on a thread and fails the test if it does not finish within
 /// `BOUND` (a hang becomes a failure with a message, not a stuck CI).
 pub fn bounded<R: Send + 'static>(what: &str, f: impl FnOnce() -> R + Send + 'static) -> R {
