@@ -1,121 +1,24 @@
-//! Configuration: one builder, validated once in `build`.
+//! The builder: setters that record, one validation in `build`, and the
+//! assembly of a batcher and its flusher. The top layer: it imports the
+//! configuration, the shared state, the flusher and the handles, and
+//! nothing imports it.
 
-use crate::batcher::{Batcher, Shared};
-use crate::err::{duration_to_nanos, BuildError};
-use crate::flusher::{Engine, Flusher};
+use crate::batcher::Batcher;
+use crate::config::{Backpressure, Settings, Validated, WaitStrategy};
+use crate::error::BuildError;
+use crate::flusher::{Flusher, FlusherCore};
 use crate::processor::{BatchInfo, BatchProcessor, DiscardHook, ErrorHook, Failure};
+use crate::shared::Shared;
 use crate::storage::{RingStorage, Storage};
 use crate::sync::{self, Arc};
 use std::fmt;
 use std::marker::PhantomData;
 use std::time::Duration;
 
-/// The most shards a batcher may have.
-pub const MAX_SHARDS: usize = 1024;
-/// The largest per-shard capacity (16 Mi items).
-pub const MAX_CAPACITY: usize = 1 << 24;
-/// The most memory the queues of one batcher may take (1 TiB): more than
-/// that is a configuration mistake, refused by `build` rather than left to
-/// abort the process in the allocator.
-pub const MAX_QUEUE_BYTES: usize = 1 << 40;
-
 /// A batcher and the flusher that is to run it on a thread of your own.
 pub type WithFlusher<T, S = RingStorage<T>> = (Batcher<T, S>, Flusher<T, S>);
 
-type Prepared<T, S> = (Arc<Shared<T, S>>, Engine<T, S>, MetricsLabel);
-
-/// What `submit` does when the thread's shard is full.
-///
-/// # Examples
-///
-/// ```
-/// use microbatch::{Backpressure, Batcher, BatchInfo};
-/// use std::time::Duration;
-///
-/// let batcher = Batcher::builder()
-///     .backpressure(Backpressure::BlockTimeout(Duration::from_millis(5)))
-///     .build(|batch: &mut Vec<u64>, _: &BatchInfo| batch.clear())
-///     .unwrap();
-/// match batcher.submit(42) {
-///     Ok(()) => {}
-///     Err(e) if e.is_timeout() => eprintln!("overloaded, dropping {}", e.into_inner()),
-///     Err(e) => panic!("{e}"),
-/// }
-/// batcher.shutdown();
-/// ```
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum Backpressure {
-    /// Wait until there is room (spin briefly, then park). The default.
-    #[default]
-    Block,
-    /// Wait at most this long, then hand the item back as `Timeout`.
-    BlockTimeout(Duration),
-    /// Hand the item back at once as `Full`.
-    Reject,
-}
-
-/// How the flusher waits for work.
-///
-/// # Examples
-///
-/// ```
-/// use microbatch::{Batcher, BatchInfo, WaitStrategy};
-/// use std::time::Duration;
-///
-/// // Latency first: dispatch at once, and keep a core polling.
-/// let batcher = Batcher::builder()
-///     .max_delay(Duration::ZERO)
-///     .wait_strategy(WaitStrategy::BusySpin)
-///     .build(|batch: &mut Vec<u64>, _: &BatchInfo| batch.clear())
-///     .unwrap();
-/// batcher.submit(1).unwrap();
-/// batcher.shutdown();
-/// ```
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum WaitStrategy {
-    /// Never sleep: poll continuously, never giving the core away. Lowest
-    /// latency when the flusher has a core of its own; on a machine where it
-    /// shares cores with busy threads, the scheduler preempts it for whole
-    /// time slices (milliseconds).
-    BusySpin,
-    /// Poll for `spin`, yielding the core between polls (so producers
-    /// sharing the core run at once), then park until a producer wakes it
-    /// or a deadline passes. The default, with a 50 µs spin.
-    SpinThenPark {
-        /// How long to poll before parking.
-        spin: Duration,
-    },
-    /// Park as soon as there is nothing to do.
-    Park,
-}
-
-impl Default for WaitStrategy {
-    fn default() -> Self {
-        WaitStrategy::SpinThenPark {
-            spin: Duration::from_micros(50),
-        }
-    }
-}
-
-/// Validated configuration, shared by the producers and the flusher.
-#[derive(Debug, Clone)]
-pub(crate) struct Config {
-    pub(crate) max_batch_size: usize,
-    pub(crate) max_delay_ns: u64,
-    pub(crate) capacity: u64,
-    /// A blocked producer resumes once its shard has this much room
-    /// (hysteresis: not at the first free slot).
-    pub(crate) resume_room: u64,
-    pub(crate) backpressure: Backpressure,
-    pub(crate) wait: WaitStrategy,
-    /// Empty polls before an idle flusher sleeps until the next item wakes
-    /// it (see `Engine::run_loop`).
-    pub(crate) idle_polls: u32,
-}
-
-/// Empty polls (one per `max_delay`) before an idle flusher sleeps until the
-/// next item wakes it.
-const IDLE_POLLS: u32 = 64;
+type Prepared<T, S> = (Arc<Shared<T, S>>, FlusherCore<T, S>, MetricsLabel);
 
 /// Builds a [`Batcher`].
 ///
@@ -153,34 +56,24 @@ const IDLE_POLLS: u32 = 64;
 /// batcher.shutdown();
 /// ```
 pub struct Builder<T, S = RingStorage<T>> {
-    max_batch_size: usize,
-    max_delay: Duration,
-    shards: Option<usize>,
-    capacity: Option<usize>,
-    backpressure: Backpressure,
-    wait: WaitStrategy,
-    thread_name: String,
-    /// Was `thread_name` set (then it is also the metrics label)?
-    named: bool,
+    settings: Settings,
     make_storage: Box<dyn Fn(usize) -> S>,
     on_error: Option<ErrorHook>,
     on_discard: Option<DiscardHook<T>>,
-    #[cfg_attr(not(all(feature = "metrics", not(loom))), allow(dead_code))]
-    metrics_interval: Duration,
-    idle_polls: u32,
     _items: PhantomData<fn(T)>,
 }
 
 impl<T, S> fmt::Debug for Builder<T, S> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let s = &self.settings;
         f.debug_struct("Builder")
-            .field("max_batch_size", &self.max_batch_size)
-            .field("max_delay", &self.max_delay)
-            .field("shards", &self.shards)
-            .field("capacity", &self.capacity)
-            .field("backpressure", &self.backpressure)
-            .field("wait_strategy", &self.wait)
-            .field("thread_name", &self.thread_name)
+            .field("max_batch_size", &s.max_batch_size)
+            .field("max_delay", &s.max_delay)
+            .field("shards", &s.shards)
+            .field("capacity", &s.capacity)
+            .field("backpressure", &s.backpressure)
+            .field("wait_strategy", &s.wait)
+            .field("thread_name", &s.thread_name)
             .finish_non_exhaustive()
     }
 }
@@ -195,19 +88,10 @@ impl<T: Send + 'static> Builder<T> {
     /// A builder with the defaults of the table above.
     pub fn new() -> Self {
         Builder {
-            max_batch_size: 512,
-            max_delay: Duration::from_millis(1),
-            shards: None,
-            capacity: None,
-            backpressure: Backpressure::Block,
-            wait: WaitStrategy::default(),
-            thread_name: "microbatch-flusher".to_owned(),
-            named: false,
+            settings: Settings::default(),
             make_storage: Box::new(RingStorage::new),
             on_error: None,
             on_discard: None,
-            metrics_interval: Duration::from_millis(500),
-            idle_polls: IDLE_POLLS,
             _items: PhantomData,
         }
     }
@@ -217,7 +101,7 @@ impl<T: Send + 'static, S: Storage<T> + 'static> Builder<T, S> {
     /// The size trigger: a batch is dispatched as soon as this many items are
     /// pending, and no batch is larger. Default 512; must be at least 1.
     pub fn max_batch_size(mut self, n: usize) -> Self {
-        self.max_batch_size = n;
+        self.settings.max_batch_size = n;
         self
     }
 
@@ -227,7 +111,7 @@ impl<T: Send + 'static, S: Storage<T> + 'static> Builder<T, S> {
     /// as soon as the flusher sees it; `Duration::MAX` turns the time trigger
     /// off.
     pub fn max_delay(mut self, d: Duration) -> Self {
-        self.max_delay = d;
+        self.settings.max_delay = d;
         self
     }
 
@@ -235,7 +119,7 @@ impl<T: Send + 'static, S: Storage<T> + 'static> Builder<T, S> {
     /// producer thread keeps one shard; more shards than producer threads
     /// cost only memory.
     pub fn shards(mut self, n: usize) -> Self {
-        self.shards = Some(n);
+        self.settings.shards = Some(n);
         self
     }
 
@@ -243,19 +127,19 @@ impl<T: Send + 'static, S: Storage<T> + 'static> Builder<T, S> {
     /// `max_batch_size`. Memory is bounded by `shards × capacity` items plus
     /// one batch.
     pub fn capacity(mut self, n: usize) -> Self {
-        self.capacity = Some(n);
+        self.settings.capacity = Some(n);
         self
     }
 
     /// What `submit` does on a full shard. Default [`Backpressure::Block`].
     pub fn backpressure(mut self, b: Backpressure) -> Self {
-        self.backpressure = b;
+        self.settings.backpressure = b;
         self
     }
 
     /// How the flusher waits for work. Default spin 50 µs, then park.
     pub fn wait_strategy(mut self, w: WaitStrategy) -> Self {
-        self.wait = w;
+        self.settings.wait = w;
         self
     }
 
@@ -264,8 +148,8 @@ impl<T: Send + 'static, S: Storage<T> + 'static> Builder<T, S> {
     /// (and the label `microbatch-<n>`, unique per batcher). Must not
     /// contain a NUL byte.
     pub fn thread_name(mut self, name: impl Into<String>) -> Self {
-        self.thread_name = name.into();
-        self.named = true;
+        self.settings.thread_name = name.into();
+        self.settings.named = true;
         self
     }
 
@@ -328,7 +212,7 @@ impl<T: Send + 'static, S: Storage<T> + 'static> Builder<T, S> {
     /// not be zero.
     #[cfg(feature = "metrics")]
     pub fn metrics_interval(mut self, every: Duration) -> Self {
-        self.metrics_interval = every;
+        self.settings.metrics_interval = every;
         self
     }
 
@@ -337,7 +221,7 @@ impl<T: Send + 'static, S: Storage<T> + 'static> Builder<T, S> {
     #[cfg(loom)]
     #[doc(hidden)]
     pub fn idle_polls(mut self, n: u32) -> Self {
-        self.idle_polls = n;
+        self.settings.idle_polls = n;
         self
     }
 
@@ -349,19 +233,10 @@ impl<T: Send + 'static, S: Storage<T> + 'static> Builder<T, S> {
         F: Fn(usize) -> S2 + 'static,
     {
         Builder {
-            max_batch_size: self.max_batch_size,
-            max_delay: self.max_delay,
-            shards: self.shards,
-            capacity: self.capacity,
-            backpressure: self.backpressure,
-            wait: self.wait,
-            thread_name: self.thread_name,
-            named: self.named,
+            settings: self.settings,
             make_storage: Box::new(make),
             on_error: self.on_error,
             on_discard: self.on_discard,
-            metrics_interval: self.metrics_interval,
-            idle_polls: self.idle_polls,
             _items: PhantomData,
         }
     }
@@ -373,8 +248,8 @@ impl<T: Send + 'static, S: Storage<T> + 'static> Builder<T, S> {
     ///
     /// A [`BuildError`] naming the first invalid value, or the spawn failure.
     pub fn build<P: BatchProcessor<T>>(self, processor: P) -> Result<Batcher<T, S>, BuildError> {
-        let name = self.thread_name.clone();
-        let (shared, mut engine, label) = self.prepare(Box::new(processor))?;
+        let name = self.settings.thread_name.clone();
+        let (shared, mut core, label) = self.prepare(Box::new(processor))?;
         #[cfg(all(feature = "metrics", not(loom)))]
         let exporter = label.spawn(&shared)?;
         #[cfg(not(all(feature = "metrics", not(loom))))]
@@ -382,10 +257,10 @@ impl<T: Send + 'static, S: Storage<T> + 'static> Builder<T, S> {
         let handle = sync::thread::Builder::new()
             .name(name)
             .spawn(move || {
-                engine.run();
+                core.run();
                 // The processor and the hooks are the user's: their drops
                 // may panic, and must not end the thread by unwinding.
-                engine.drop_quietly();
+                core.drop_quietly();
             })
             .map_err(BuildError::Spawn)?;
         Ok(Batcher::new(
@@ -408,7 +283,7 @@ impl<T: Send + 'static, S: Storage<T> + 'static> Builder<T, S> {
         self,
         processor: P,
     ) -> Result<WithFlusher<T, S>, BuildError> {
-        let (shared, engine, label) = self.prepare(Box::new(processor))?;
+        let (shared, core, label) = self.prepare(Box::new(processor))?;
         #[cfg(all(feature = "metrics", not(loom)))]
         let exporter = label.spawn(&shared)?;
         #[cfg(not(all(feature = "metrics", not(loom))))]
@@ -420,75 +295,16 @@ impl<T: Send + 'static, S: Storage<T> + 'static> Builder<T, S> {
                 #[cfg(all(feature = "metrics", not(loom)))]
                 Some(exporter),
             ),
-            Flusher::new(engine),
+            Flusher::new(core),
         ))
     }
 
-    fn validate(&self) -> Result<(usize, usize, Config), BuildError> {
-        let b = self.max_batch_size;
-        if b == 0 {
-            return Err(BuildError::ZeroBatchSize);
-        }
-        if self.thread_name.contains('\0') {
-            return Err(BuildError::ThreadName {
-                name: self.thread_name.clone(),
-            });
-        }
-        #[cfg(all(feature = "metrics", not(loom)))]
-        if self.metrics_interval.is_zero() {
-            return Err(BuildError::ZeroMetricsInterval);
-        }
-        let shards = self.shards.unwrap_or_else(sync::available_parallelism);
-        if shards == 0 {
-            return Err(BuildError::ZeroShards);
-        }
-        if shards > MAX_SHARDS {
-            return Err(BuildError::TooManyShards { shards });
-        }
-        let capacity = match self.capacity {
-            Some(0) => return Err(BuildError::ZeroCapacity),
-            Some(c) => c,
-            None => b.saturating_mul(2),
-        };
-        if capacity > MAX_CAPACITY {
-            return Err(BuildError::CapacityTooLarge { capacity });
-        }
-        if capacity < b {
-            return Err(BuildError::CapacityBelowBatchSize {
-                capacity,
-                max_batch_size: b,
-            });
-        }
-        let item_size = std::mem::size_of::<T>().max(1);
-        // Each slot of an ArrayQueue also holds a usize stamp.
-        let slot = item_size + std::mem::size_of::<usize>();
-        let total = shards
-            .checked_mul(capacity)
-            .and_then(|n| n.checked_mul(slot))
-            .and_then(|n| n.checked_add(b.checked_mul(item_size)?));
-        if total.is_none_or(|t| t > MAX_QUEUE_BYTES) {
-            return Err(BuildError::MemoryOverflow {
-                shards,
-                capacity,
-                item_size,
-            });
-        }
-        let cap = capacity as u64;
-        let resume_room = (cap / 2).min(cap - b as u64 + 1).max(1);
-        let cfg = Config {
-            max_batch_size: b,
-            max_delay_ns: duration_to_nanos(self.max_delay),
-            capacity: cap,
-            resume_room,
-            backpressure: self.backpressure,
-            wait: self.wait,
-            idle_polls: self.idle_polls,
-        };
-        Ok((shards, capacity, cfg))
-    }
-
     fn prepare(self, processor: Box<dyn BatchProcessor<T>>) -> Result<Prepared<T, S>, BuildError> {
-        let (shards, capacity, cfg) = self.validate()?;
+        let Validated {
+            shards,
+            capacity,
+            config,
+        } = self.settings.validate(std::mem::size_of::<T>())?;
         let mut storages = Vec::with_capacity(shards);
         for _ in 0..shards {
             let s = (self.make_storage)(capacity);
@@ -500,23 +316,23 @@ impl<T: Send + 'static, S: Storage<T> + 'static> Builder<T, S> {
             }
             storages.push(s);
         }
-        let shared = Arc::new(Shared::new(storages, cfg));
-        let engine = Engine::new(
+        let shared = Arc::new(Shared::new(storages, config));
+        let core = FlusherCore::new(
             Arc::clone(&shared),
             processor,
             self.on_error,
             self.on_discard,
         );
         let label = MetricsLabel {
-            label: if self.named {
-                self.thread_name.clone()
+            label: if self.settings.named {
+                self.settings.thread_name.clone()
             } else {
-                format!("microbatch-{}", shared.id)
+                format!("microbatch-{}", shared.id())
             },
-            thread: format!("{}-metrics", self.thread_name),
-            every: self.metrics_interval,
+            thread: format!("{}-metrics", self.settings.thread_name),
+            every: self.settings.metrics_interval,
         };
-        Ok((shared, engine, label))
+        Ok((shared, core, label))
     }
 }
 
@@ -536,5 +352,12 @@ impl MetricsLabel {
     ) -> Result<crate::export::Exporter, BuildError> {
         crate::export::Exporter::spawn(Arc::clone(shared), self.label, self.every, self.thread)
             .map_err(BuildError::Spawn)
+    }
+}
+
+impl<T: Send + 'static> Batcher<T> {
+    /// A [`Builder`] with the defaults.
+    pub fn builder() -> Builder<T> {
+        Builder::new()
     }
 }

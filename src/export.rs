@@ -11,13 +11,12 @@
 //! `microbatch-<n>`, unique per batcher in the process. A panic in the
 //! recorder is caught and counted in `Metrics::other_panics`.
 
-use crate::batcher::Shared;
 use crate::metrics::Metrics;
 use crate::processor::call_quietly;
+use crate::shared::Shared;
 use crate::storage::Storage;
-use crate::sync::Ordering;
+use crate::sync::{Arc, Condvar, Mutex};
 use metrics::{counter, gauge};
-use std::sync::{Arc, Condvar, Mutex};
 use std::time::Duration;
 
 /// Publishes one snapshot under `label`.
@@ -67,7 +66,7 @@ pub(crate) struct Exporter {
 
 impl Exporter {
     pub(crate) fn spawn<T: Send + 'static, S: Storage<T> + 'static>(
-        shared: crate::sync::Arc<Shared<T, S>>,
+        shared: Arc<Shared<T, S>>,
         label: String,
         every: Duration,
         thread_name: String,
@@ -78,23 +77,20 @@ impl Exporter {
             .name(thread_name)
             .spawn(move || {
                 let (lock, cv) = &*s;
-                let mut stopped = lock.lock().unwrap_or_else(|e| e.into_inner());
+                let mut stopped = lock.lock();
                 loop {
                     let done = *stopped;
                     drop(stopped);
                     let m = shared.metrics();
                     if call_quietly(|| publish(&label, &m)).is_none() {
-                        shared.stats.export_panics.fetch_add(1, Ordering::Relaxed);
+                        shared.stats().count_export_panic();
                     }
                     if done {
                         return;
                     }
-                    stopped = lock.lock().unwrap_or_else(|e| e.into_inner());
+                    stopped = lock.lock();
                     if !*stopped {
-                        stopped = cv
-                            .wait_timeout(stopped, every)
-                            .map(|(g, _)| g)
-                            .unwrap_or_else(|e| e.into_inner().0);
+                        stopped = cv.wait_timeout(stopped, every);
                     }
                 }
             })?;
@@ -108,7 +104,7 @@ impl Exporter {
     /// the exporter thread itself).
     pub(crate) fn stop(&mut self) {
         let (lock, cv) = &*self.stop;
-        *lock.lock().unwrap_or_else(|e| e.into_inner()) = true;
+        *lock.lock() = true;
         cv.notify_all();
         if let Some(h) = self.handle.take() {
             if h.thread().id() != std::thread::current().id() {

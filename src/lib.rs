@@ -4,31 +4,43 @@
 #![deny(missing_docs, missing_debug_implementations)]
 #![warn(rust_2018_idioms, unreachable_pub)]
 
-mod asynch;
-mod batcher;
-mod builder;
-mod err;
+// Layers, bottom up (ARCHITECTURE.md): each module imports only from the
+// layers below it.
+// L0: the shim, errors, the processor interface.
+mod error;
+mod processor;
+mod sync;
+// L1: time, configuration, storage, counters.
+mod config;
+mod metrics;
+mod storage;
+mod time;
+// L2: waiting.
+mod wait;
+// L3: the shared state and its protocols, one file per handshake.
+mod shared;
+// L4: the producer's policy, the flusher's loop, the metrics exporter.
 #[cfg(all(feature = "metrics", not(loom)))]
 mod export;
 mod flusher;
-mod metrics;
-mod processor;
-mod ring;
-mod storage;
-mod sync;
-mod tracked;
+mod submit;
+// L5: the public handles.
+mod batcher;
+mod future;
+// L6: the builder, and tracked jobs built on it.
+mod builder;
+mod job;
 
-pub use asynch::{FlushFuture, ShutdownFuture, SubmitFuture};
 pub use batcher::{Batcher, Closer};
-pub use builder::{
-    Backpressure, Builder, WaitStrategy, WithFlusher, MAX_CAPACITY, MAX_QUEUE_BYTES, MAX_SHARDS,
-};
-pub use err::{
+pub use builder::{Builder, WithFlusher};
+pub use config::{Backpressure, WaitStrategy, MAX_CAPACITY, MAX_QUEUE_BYTES, MAX_SHARDS};
+pub use error::{
     BuildError, FlushError, ShutdownError, SubmitError, SubmitManyError, SubmitTimeoutError,
     TrySubmitError,
 };
 pub use flusher::Flusher;
+pub use future::{FlushFuture, ShutdownFuture, SubmitFuture};
+pub use job::{Job, JobError, JobResult, Ticket};
 pub use metrics::Metrics;
 pub use processor::{BatchInfo, BatchProcessor, Failure, ProcessError, ProcessOutcome, Trigger};
 pub use storage::{ArrayStorage, RingStorage, Storage};
-pub use tracked::{Job, JobError, JobResult, Ticket};

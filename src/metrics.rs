@@ -1,6 +1,9 @@
-//! Counters, readable at any time without stopping the producers.
+//! Counters, readable at any time without stopping the producers: the
+//! public [`Metrics`] snapshot, and the flusher's published counters with
+//! the sequence lock that makes the item counts one consistent snapshot.
 
 use crate::processor::Trigger;
+use crate::sync::{fence, spin_hint, thread, AtomicU64, Ordering};
 use std::time::Duration;
 
 /// A snapshot of a batcher's counters.
@@ -116,6 +119,185 @@ impl Metrics {
             Trigger::Time => self.batches_time,
             Trigger::Flush => self.batches_flush,
             Trigger::Shutdown => self.batches_shutdown,
+        }
+    }
+}
+
+/// The flusher's own running counts, published after every batch.
+#[derive(Debug, Default, Clone, Copy)]
+pub(crate) struct Tally {
+    /// Batches by trigger, in [`Trigger`] order (see [`trigger_index`]).
+    pub(crate) batches: [u64; 4],
+    pub(crate) errors: u64,
+    pub(crate) panics: u64,
+    pub(crate) other_panics: u64,
+    /// Items of failed batches, and of those the ones left to discard.
+    pub(crate) failed: u64,
+    pub(crate) discarded: u64,
+}
+
+/// Where a trigger's batches are counted in [`Tally::batches`].
+pub(crate) fn trigger_index(t: Trigger) -> usize {
+    match t {
+        Trigger::Size => 0,
+        Trigger::Time => 1,
+        Trigger::Flush => 2,
+        Trigger::Shutdown => 3,
+    }
+}
+
+/// The flusher's published counters (single writer: plain stores).
+///
+/// # Snapshot protocol
+///
+/// `seq` is a sequence lock over the flusher's item counts (every shard's
+/// `popped` and `processed`, and `failed`): the flusher opens a write
+/// ([`begin_write`](FlusherStats::begin_write): `seq` odd, then a Release
+/// fence), stores the counts, and closes it
+/// ([`end_write`](FlusherStats::end_write): `seq` even, Release). A reader
+/// ([`read`](FlusherStats::read)) loads `seq` (Acquire), loads those counts
+/// and then the shard tails, fences (Acquire) and loads `seq` again: equal
+/// and even means no count changed while it read, so every tail it read is
+/// bounded by the `popped` it read (admission), and the snapshot's
+/// `submitted == processed + failed + in_flight + queue_depth`,
+/// `queue_depth <= capacity` and `in_flight <= max_batch_size` hold exactly.
+/// Checked by the loom model `metrics`; its mutants drop the re-check and
+/// store `popped` outside the lock.
+#[derive(Debug)]
+pub(crate) struct FlusherStats {
+    seq: AtomicU64,
+    /// Items of failed batches (under `seq`).
+    failed: AtomicU64,
+    discarded: AtomicU64,
+    batches: [AtomicU64; 4],
+    errors: AtomicU64,
+    panics: AtomicU64,
+    other_panics: AtomicU64,
+    /// Panics of a `metrics` recorder, caught by the exporter thread.
+    #[cfg_attr(not(all(feature = "metrics", not(loom))), allow(dead_code))]
+    export_panics: AtomicU64,
+    /// Clock time the processor entered the current batch; 0 outside one.
+    busy_since: AtomicU64,
+}
+
+impl FlusherStats {
+    pub(crate) fn new() -> Self {
+        FlusherStats {
+            seq: AtomicU64::new(0),
+            failed: AtomicU64::new(0),
+            discarded: AtomicU64::new(0),
+            batches: [
+                AtomicU64::new(0),
+                AtomicU64::new(0),
+                AtomicU64::new(0),
+                AtomicU64::new(0),
+            ],
+            errors: AtomicU64::new(0),
+            panics: AtomicU64::new(0),
+            other_panics: AtomicU64::new(0),
+            export_panics: AtomicU64::new(0),
+            busy_since: AtomicU64::new(0),
+        }
+    }
+
+    /// Opens a write of the item counts under `seq` (the flusher only).
+    pub(crate) fn begin_write(&self) {
+        let s = self.seq.load(Ordering::Relaxed);
+        self.seq.store(s + 1, Ordering::Relaxed);
+        // Release fence: a reader that sees any count stored after this
+        // also sees the odd `seq` (pairs with the Acquire fence in `read`).
+        fence(Ordering::Release);
+    }
+
+    /// Closes a write opened by [`begin_write`](FlusherStats::begin_write).
+    pub(crate) fn end_write(&self) {
+        let s = self.seq.load(Ordering::Relaxed);
+        // Release: pairs with the reader's first (Acquire) load of `seq`.
+        self.seq.store(s + 1, Ordering::Release);
+    }
+
+    /// Stores the count of failed items; inside a write.
+    pub(crate) fn store_failed(&self, failed: u64) {
+        self.failed.store(failed, Ordering::Relaxed);
+    }
+
+    /// The count of failed items; inside a [`read`](FlusherStats::read).
+    pub(crate) fn failed(&self) -> u64 {
+        self.failed.load(Ordering::Relaxed)
+    }
+
+    /// Runs `f` (loads of the item counts) until it ran while no write was
+    /// open; returns what that run returned.
+    pub(crate) fn read<R>(&self, mut f: impl FnMut() -> R) -> R {
+        let mut tries = 0u32;
+        loop {
+            // Acquire: pairs with the Release store in `end_write`.
+            let s1 = self.seq.load(Ordering::Acquire);
+            if s1 & 1 == 0 {
+                let r = f();
+                // Acquire fence: pairs with the Release fence in
+                // `begin_write`; a count stored after it is seen as a new
+                // `seq`.
+                fence(Ordering::Acquire);
+                if self.seq.load(Ordering::Relaxed) == s1 {
+                    return r;
+                }
+            }
+            // The flusher's writes are a few stores long and never wait:
+            // retry at once; yield only if this thread seems to be keeping
+            // the flusher off its core.
+            tries += 1;
+            if tries.is_multiple_of(4096) {
+                thread::yield_now();
+            } else {
+                spin_hint();
+            }
+        }
+    }
+
+    /// Publishes the counts outside the sequence lock (each read alone)
+    /// after a batch of `trigger` (only its batch counter changed).
+    pub(crate) fn publish(&self, t: &Tally, trigger: Trigger) {
+        let k = trigger_index(trigger);
+        self.batches[k].store(t.batches[k], Ordering::Relaxed);
+        self.errors.store(t.errors, Ordering::Relaxed);
+        self.panics.store(t.panics, Ordering::Relaxed);
+        self.other_panics.store(t.other_panics, Ordering::Relaxed);
+        self.discarded.store(t.discarded, Ordering::Relaxed);
+    }
+
+    /// Publishes only the panics caught outside the processor.
+    #[cfg(feature = "log")]
+    pub(crate) fn publish_other_panics(&self, n: u64) {
+        self.other_panics.store(n, Ordering::Relaxed);
+    }
+
+    /// Counts a panic of a `metrics` recorder (the exporter thread).
+    #[cfg(all(feature = "metrics", not(loom)))]
+    pub(crate) fn count_export_panic(&self) {
+        self.export_panics.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// The processor entered a batch at clock time `at` (0: it left it).
+    pub(crate) fn set_busy_since(&self, at: u64) {
+        // Relaxed: a reading for `metrics()`, not a synchronising store.
+        self.busy_since.store(at, Ordering::Relaxed);
+    }
+
+    /// Fills the counters read one by one (not the item counts).
+    pub(crate) fn fill(&self, m: &mut Metrics, now: u64) {
+        m.discarded = self.discarded.load(Ordering::Relaxed);
+        m.batches_size = self.batches[0].load(Ordering::Relaxed);
+        m.batches_time = self.batches[1].load(Ordering::Relaxed);
+        m.batches_flush = self.batches[2].load(Ordering::Relaxed);
+        m.batches_shutdown = self.batches[3].load(Ordering::Relaxed);
+        m.processor_errors = self.errors.load(Ordering::Relaxed);
+        m.processor_panics = self.panics.load(Ordering::Relaxed);
+        m.other_panics =
+            self.other_panics.load(Ordering::Relaxed) + self.export_panics.load(Ordering::Relaxed);
+        let since = self.busy_since.load(Ordering::Relaxed);
+        if since != 0 {
+            m.processor_busy_for = Duration::from_nanos(now.saturating_sub(since));
         }
     }
 }

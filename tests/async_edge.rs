@@ -2,7 +2,7 @@
 
 mod common;
 
-use common::{Gate, BOUND};
+use common::{DropCounted, Gate, BOUND};
 use microbatch::{BatchInfo, Batcher, Job};
 use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -11,12 +11,11 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 fn gated_batcher(gate: &Gate, capacity: usize) -> Batcher<u64> {
-    let g = gate.clone();
     Batcher::builder()
         .max_batch_size(capacity)
         .capacity(capacity)
         .shards(1)
-        .build(move |_: &mut Vec<u64>, _: &BatchInfo| g.wait())
+        .build(gate.processor::<u64>())
         .unwrap()
 }
 
@@ -153,27 +152,20 @@ fn tokio_current_thread_submit_async_under_backpressure() {
 
 #[test]
 fn dropping_a_pending_submit_drops_only_its_item() {
-    struct Counted(Arc<AtomicU64>);
-    impl Drop for Counted {
-        fn drop(&mut self) {
-            self.0.fetch_add(1, Ordering::Relaxed);
-        }
-    }
     let drops = Arc::new(AtomicU64::new(0));
     let gate = Gate::default();
-    let g = gate.clone();
     let batcher = Batcher::builder()
         .max_batch_size(1)
         .capacity(1)
         .shards(1)
-        .build(move |_: &mut Vec<Counted>, _: &BatchInfo| g.wait())
+        .build(gate.processor::<DropCounted>())
         .unwrap();
     let waker = futures::task::noop_waker();
     let mut cx = Context::from_waker(&waker);
     let mut accepted = 0;
     let mut dropped_pending = 0;
     for _ in 0..5 {
-        let mut fut = Box::pin(batcher.submit_async(Counted(Arc::clone(&drops))));
+        let mut fut = Box::pin(batcher.submit_async(DropCounted::counting(&drops)));
         match fut.as_mut().poll(&mut cx) {
             Poll::Ready(r) => {
                 r.map_err(|_| ()).unwrap();

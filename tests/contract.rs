@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::{bounded, channel_processor, recv, recv_items, Gate, Tracked, BOUND};
+use common::{bounded, channel_processor, recv, recv_items, DropCounted, Gate, BOUND};
 use microbatch::{
     Backpressure, BatchInfo, Batcher, FlushError, SubmitError, Trigger, TrySubmitError,
     WaitStrategy,
@@ -26,7 +26,7 @@ fn nothing_lost_nothing_duplicated_across_shutdown_race() {
                 .max_batch_size(8)
                 .shards(2)
                 .capacity(16)
-                .build(move |batch: &mut Vec<Tracked>, _: &BatchInfo| {
+                .build(move |batch: &mut Vec<DropCounted>, _: &BatchInfo| {
                     let mut seen = s.lock().unwrap();
                     for t in batch.iter() {
                         *seen.entry((t.producer, t.seq)).or_default() += 1;
@@ -44,7 +44,7 @@ fn nothing_lost_nothing_duplicated_across_shutdown_race() {
             producers.push(std::thread::spawn(move || {
                 let mut mine = Vec::new();
                 for seq in 0..2_000u64 {
-                    match b.submit(Tracked::new(p, seq, &d)) {
+                    match b.submit(DropCounted::new(p, seq, &d)) {
                         Ok(()) => mine.push(seq),
                         Err(e) => {
                             assert!(e.is_closed());
@@ -105,13 +105,13 @@ fn drop_drains_queued_items() {
     let batcher = Batcher::builder()
         .max_batch_size(1000)
         .max_delay(Duration::MAX)
-        .build(move |batch: &mut Vec<Tracked>, info: &BatchInfo| {
+        .build(move |batch: &mut Vec<DropCounted>, info: &BatchInfo| {
             assert_eq!(info.trigger, Trigger::Shutdown);
             p.fetch_add(batch.len() as u64, Ordering::Relaxed);
         })
         .unwrap();
     for i in 0..500 {
-        batcher.submit(Tracked::new(0, i, &drops)).unwrap();
+        batcher.submit(DropCounted::new(0, i, &drops)).unwrap();
     }
     drop(batcher);
     assert_eq!(processed.load(Ordering::Relaxed), 500);
@@ -256,13 +256,12 @@ fn lone_item_dispatched_by_time_trigger() {
 #[test]
 fn bounded_under_overload_with_reject() {
     let gate = Gate::default();
-    let g = gate.clone();
     let batcher = Batcher::builder()
         .max_batch_size(16)
         .capacity(32)
         .shards(2)
         .backpressure(Backpressure::Reject)
-        .build(move |_: &mut Vec<u64>, _: &BatchInfo| g.wait())
+        .build(gate.processor::<u64>())
         .unwrap();
     let mut refused = 0u64;
     for i in 0..10_000 {
@@ -289,13 +288,12 @@ fn bounded_under_overload_with_reject() {
 #[test]
 fn blocked_producer_resumes_when_room_appears() {
     let gate = Gate::default();
-    let g = gate.clone();
     let batcher = Arc::new(
         Batcher::builder()
             .max_batch_size(4)
             .capacity(4)
             .shards(1)
-            .build(move |_: &mut Vec<u64>, _: &BatchInfo| g.wait())
+            .build(gate.processor::<u64>())
             .unwrap(),
     );
     let b = Arc::clone(&batcher);
@@ -446,10 +444,9 @@ fn flush_is_a_barrier() {
 #[test]
 fn flush_timeout_reports_timeout_then_completes() {
     let gate = Gate::default();
-    let g = gate.clone();
     let batcher = Batcher::builder()
         .max_delay(Duration::MAX)
-        .build(move |_: &mut Vec<u64>, _: &BatchInfo| g.wait())
+        .build(gate.processor::<u64>())
         .unwrap();
     batcher.submit(1).unwrap();
     assert_eq!(
@@ -581,12 +578,11 @@ fn metrics_while_running() {
 #[test]
 fn submit_many_accepts_a_prefix_and_hands_back_the_rest() {
     let gate = Gate::default();
-    let g = gate.clone();
     let batcher = Batcher::builder()
         .max_batch_size(4)
         .capacity(8)
         .shards(1)
-        .build(move |_: &mut Vec<u32>, _: &BatchInfo| g.wait())
+        .build(gate.processor::<u32>())
         .unwrap();
     let mut items: Vec<u32> = (0..100).collect();
     let err = batcher.try_submit_many(&mut items).unwrap_err();

@@ -1,6 +1,9 @@
 //! A user-supplied storage (the Go `BatchStorage` / `Storage` option) works
 //! through the whole batcher.
 
+mod common;
+
+use common::DropCounted;
 use microbatch::{BatchInfo, Batcher, Storage};
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -92,15 +95,9 @@ fn pop_into_takes_a_run() {
 fn ring_storage_alone_holds_nothing() {
     use microbatch::RingStorage;
     let drops = Arc::new(AtomicU64::new(0));
-    struct Counted(Arc<AtomicU64>);
-    impl Drop for Counted {
-        fn drop(&mut self) {
-            self.0.fetch_add(1, Ordering::Relaxed);
-        }
-    }
     let ring = RingStorage::new(3);
     assert_eq!(ring.capacity(), 3);
-    assert!(ring.push(Counted(Arc::clone(&drops))).is_err());
+    assert!(ring.push(DropCounted::counting(&drops)).is_err());
     assert_eq!(
         drops.load(Ordering::Relaxed),
         1,

@@ -11,7 +11,7 @@
 
 mod common;
 
-use common::{Tracked, BOUND};
+use common::{DropCounted, BOUND};
 use microbatch::{Backpressure, BatchInfo, Batcher, SubmitError, WaitStrategy};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -118,7 +118,7 @@ fn run(plan: Plan, seed: u64) -> u64 {
             .backpressure(plan.policy)
             .wait_strategy(plan.wait)
             .build(
-                move |batch: &mut Vec<Tracked>, info: &BatchInfo| -> Result<(), String> {
+                move |batch: &mut Vec<DropCounted>, info: &BatchInfo| -> Result<(), String> {
                     assert!(
                         !batch.is_empty() && batch.len() <= plan.batch,
                         "batch of {}",
@@ -164,7 +164,7 @@ fn run(plan: Plan, seed: u64) -> u64 {
                 if p == 0 && Some(seq) == plan.close_after {
                     b.close();
                 }
-                match b.submit(Tracked::new(p, seq, &d)) {
+                match b.submit(DropCounted::new(p, seq, &d)) {
                     Ok(()) => {
                         accepted.push(seq);
                     }

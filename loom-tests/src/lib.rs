@@ -1,7 +1,9 @@
 //! Helpers for the loom models in `tests/`. Every model is tiny (at most 4
 //! threads counting the flusher, capacity 1–2, at most 3 items) and runs
-//! under `loom::model::Builder` with the preemption bound taken from
-//! `LOOM_MAX_PREEMPTIONS` (CI uses 2).
+//! under [`model`], with the preemption bound taken from
+//! `LOOM_MAX_PREEMPTIONS` (CI uses 2). Which protocol each model checks,
+//! and which break of it it was seen to catch, is in ARCHITECTURE.md and
+//! `mutants/`.
 #![cfg(loom)]
 
 use loom::sync::{Condvar, Mutex};
@@ -33,6 +35,10 @@ impl Seen {
 
     pub fn record(&self, batch: &mut Vec<u32>, info: &BatchInfo) {
         let n = batch.len();
+        trace(format!(
+            "processor: batch {} {:?} {:?}",
+            info.seq, info.trigger, batch
+        ));
         self.items
             .lock()
             .unwrap()
@@ -77,12 +83,54 @@ pub fn recorder(seen: &Arc<Seen>) -> impl FnMut(&mut Vec<u32>, &BatchInfo) + Sen
     move |batch: &mut Vec<u32>, info: &BatchInfo| seen.record(batch, info)
 }
 
+/// The events of the execution being explored (cleared at the start of
+/// each one), printed only if it fails.
+static TRACE: std::sync::Mutex<Vec<String>> = std::sync::Mutex::new(Vec::new());
+
+/// Records an event of the current execution, with the loom thread that
+/// made it. Printed only when the execution fails (see [`model`]).
+pub fn trace(event: impl Into<String>) {
+    let who = format!("{:?}", loom::thread::current().id());
+    let mut t = TRACE.lock().unwrap_or_else(|e| e.into_inner());
+    t.push(format!("{who}: {}", event.into()));
+}
+
 /// Runs a model with the preemption bound from `LOOM_MAX_PREEMPTIONS`
-/// (default 2) and counts it for the CI summary.
+/// (default 2). Each execution starts with an empty trace; when one fails
+/// (an assertion, a deadlock, a causality violation), the panic hook prints
+/// that execution's trace before loom's own report, so only the failing
+/// interleaving is shown (thingbuf's `loom::model` does the same with
+/// `tracing`).
 pub fn model<F: Fn() + Sync + Send + 'static>(f: F) {
+    static HOOK: std::sync::Once = std::sync::Once::new();
+    HOOK.call_once(|| {
+        let previous = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            let t = TRACE.lock().unwrap_or_else(|e| e.into_inner());
+            eprintln!(
+                "--- trace of the failing execution ({} events) ---",
+                t.len()
+            );
+            for e in t.iter() {
+                eprintln!("  {e}");
+            }
+            drop(t);
+            previous(info);
+        }));
+    });
     let mut b = loom::model::Builder::new();
     if b.preemption_bound.is_none() {
         b.preemption_bound = Some(2);
     }
-    b.check(f);
+    let executions = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counted = std::sync::Arc::clone(&executions);
+    b.check(move || {
+        counted.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        TRACE.lock().unwrap_or_else(|e| e.into_inner()).clear();
+        f();
+    });
+    println!(
+        "loom: {} executions explored",
+        executions.load(std::sync::atomic::Ordering::Relaxed)
+    );
 }

@@ -1,5 +1,5 @@
 //! Model 10: the metrics snapshot (the sequence lock in
-//! `batcher::FlusherStats`). A producer fills a one-slot shard, and again once
+//! `metrics::FlusherStats`). A producer fills a one-slot shard, and again once
 //! the flusher has taken the first item, while a reader takes a snapshot: every snapshot must
 //! add up (`submitted == processed + failed + in_flight + queue_depth`) and
 //! stay within the bounds (`queue_depth <= capacity`, `in_flight <= batch`),

@@ -14,23 +14,28 @@ pub const BOUND: Duration = Duration::from_secs(20);
 
 /// An item that counts its drops, so loss and duplication are visible.
 #[derive(Debug)]
-pub struct Tracked {
+pub struct DropCounted {
     pub producer: u32,
     pub seq: u64,
     drops: Arc<AtomicU64>,
 }
 
-impl Tracked {
+impl DropCounted {
     pub fn new(producer: u32, seq: u64, drops: &Arc<AtomicU64>) -> Self {
-        Tracked {
+        DropCounted {
             producer,
             seq,
             drops: Arc::clone(drops),
         }
     }
+
+    /// An item whose only job is to count its drop.
+    pub fn counting(drops: &Arc<AtomicU64>) -> Self {
+        DropCounted::new(0, 0, drops)
+    }
 }
 
-impl Drop for Tracked {
+impl Drop for DropCounted {
     fn drop(&mut self) {
         self.drops.fetch_add(1, Ordering::Relaxed);
     }

@@ -2,7 +2,6 @@
 
 use std::error::Error;
 use std::fmt;
-use std::time::Duration;
 
 macro_rules! item_error {
     (
@@ -19,6 +18,11 @@ macro_rules! item_error {
             /// Returns the refused item.
             pub fn into_inner(self) -> T {
                 match self { $( $name::$variant(item) => item, )+ }
+            }
+            /// The same refusal with the item mapped (say, a job back to its
+            /// input).
+            pub fn map<U>(self, f: impl FnOnce(T) -> U) -> $name<U> {
+                match self { $( $name::$variant(item) => $name::$variant(f(item)), )+ }
             }
             $(
                 #[doc = concat!("Is this the `", stringify!($variant), "` case?")]
@@ -323,7 +327,46 @@ impl fmt::Display for ShutdownError {
 
 impl Error for ShutdownError {}
 
-/// The timeout a deadline-bearing call was given, as clock nanoseconds.
-pub(crate) fn duration_to_nanos(d: Duration) -> u64 {
-    u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
+/// Why an item was refused, before it is wrapped in a public error: the
+/// one mapping from the engine's refusals to each public error type.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Refusal {
+    Full,
+    Timeout,
+    Closed,
+}
+
+impl Refusal {
+    pub(crate) fn submit<T>(self, item: T) -> SubmitError<T> {
+        match self {
+            Refusal::Full => SubmitError::Full(item),
+            Refusal::Timeout => SubmitError::Timeout(item),
+            Refusal::Closed => SubmitError::Closed(item),
+        }
+    }
+
+    /// A `try_submit` never waits, so it never times out.
+    pub(crate) fn try_submit<T>(self, item: T) -> TrySubmitError<T> {
+        match self {
+            Refusal::Closed => TrySubmitError::Closed(item),
+            Refusal::Full | Refusal::Timeout => TrySubmitError::Full(item),
+        }
+    }
+
+    /// A `submit_timeout` that found no room reports a timeout, even when
+    /// it could not wait at all (from the batcher's own processor).
+    pub(crate) fn submit_timeout<T>(self, item: T) -> SubmitTimeoutError<T> {
+        match self {
+            Refusal::Closed => SubmitTimeoutError::Closed(item),
+            Refusal::Full | Refusal::Timeout => SubmitTimeoutError::Timeout(item),
+        }
+    }
+
+    pub(crate) fn submit_many(self) -> SubmitManyError {
+        match self {
+            Refusal::Full => SubmitManyError::Full,
+            Refusal::Timeout => SubmitManyError::Timeout,
+            Refusal::Closed => SubmitManyError::Closed,
+        }
+    }
 }

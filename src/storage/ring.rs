@@ -2,7 +2,7 @@
 //! batcher's own reservations.
 //!
 //! A submit already reserves slot number `n` with one `SeqCst` CAS on its
-//! shard's word (`batcher::Shared::try_reserve`), admitted only while
+//! shard's tail (`shared::shard`, `Shared::reserve`), admitted only while
 //! `n - popped < capacity`. So the ring needs no atomic read-modify-write of
 //! its own: the producer writes slot `n % capacity` and publishes it with a
 //! release store of its stamp (`n + 1`); the single consumer (the flusher)
@@ -16,8 +16,8 @@
 //! models check them for data races), and a `prefetchw` hint on x86-64. The
 //! ring's own methods are `unsafe fn`s whose `# Safety` sections state what
 //! the caller's admission must guarantee; the two callers (the producer's
-//! push in `batcher.rs`, the flusher's take in `flusher.rs`) say at the call
-//! why it holds. Nothing outside this crate can reach a `Ring`: the public
+//! `push_reserved` and the flusher's `take`, both in `shared/shard.rs`) say
+//! at the call why it holds. Nothing outside this crate can reach a `Ring`: the public
 //! [`RingStorage`] wraps one and hands it only to the batcher, through
 //! [`Storage`]'s sealed method.
 //!
@@ -39,7 +39,7 @@
 #![allow(unsafe_code)]
 
 use crate::storage::{sealed::Seal, Storage};
-use crate::sync::{AtomicU64, Ordering, UnsafeSlot};
+use crate::sync::{AtomicU64, Ordering, UnsafeCell};
 use crossbeam_utils::CachePadded;
 use std::fmt;
 use std::mem::MaybeUninit;
@@ -154,7 +154,7 @@ pub struct Ring<T> {
     /// plus an eighth of a stamp line, instead of two lines (its stamp would
     /// pad the slot to 128 bytes); small items move as many lines either way.
     stamps: Box<[AtomicU64]>,
-    values: Box<[UnsafeSlot<MaybeUninit<T>>]>,
+    values: Box<[UnsafeCell<MaybeUninit<T>>]>,
     /// `capacity - 1` when the capacity is a power of two, else 0 (then `%`).
     mask: u64,
     cap: u64,
@@ -184,7 +184,7 @@ impl<T> Ring<T> {
         Ring {
             stamps: (0..capacity).map(|_| AtomicU64::new(0)).collect(),
             values: (0..capacity)
-                .map(|_| UnsafeSlot::new(MaybeUninit::uninit()))
+                .map(|_| UnsafeCell::new(MaybeUninit::uninit()))
                 .collect(),
             mask: if cap.is_power_of_two() { cap - 1 } else { 0 },
             cap,

@@ -1,9 +1,11 @@
 //! Shard storage: the Go original's `BatchStorage`, made a concurrent FIFO.
 
-use crate::sync::ShardQueue;
+mod ring;
+
+use crate::sync::ArrayQueue;
 use std::fmt;
 
-pub use crate::ring::RingStorage;
+pub use ring::RingStorage;
 
 /// The queue behind one shard, for a storage of your own.
 ///
@@ -119,7 +121,7 @@ pub(crate) mod sealed {
     #[derive(Debug, Clone, Copy)]
     pub struct Seal(pub(crate) ());
 
-    pub use crate::ring::Ring;
+    pub use super::ring::Ring;
 }
 
 /// A bounded lock-free `crossbeam_queue::ArrayQueue`: a general-purpose MPMC
@@ -146,7 +148,7 @@ pub(crate) mod sealed {
 /// batcher.shutdown();
 /// ```
 pub struct ArrayStorage<T> {
-    queue: ShardQueue<T>,
+    queue: ArrayQueue<T>,
 }
 
 impl<T> ArrayStorage<T> {
@@ -157,7 +159,7 @@ impl<T> ArrayStorage<T> {
     /// If `capacity` is 0 (the builder rejects that before calling this).
     pub fn new(capacity: usize) -> Self {
         ArrayStorage {
-            queue: ShardQueue::new(capacity),
+            queue: ArrayQueue::new(capacity),
         }
     }
 }

@@ -14,7 +14,7 @@
 use microbatch::{BatchInfo, Batcher, WaitStrategy};
 use std::sync::atomic::Ordering;
 
-#[path = "../tests/common/counting_alloc.rs"]
+#[path = "../../tests/common/counting_alloc.rs"]
 mod counting_alloc;
 use counting_alloc::{Counting, ALLOCS};
 

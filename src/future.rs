@@ -9,9 +9,10 @@
 //! submit from one thread (a current-thread runtime, or a task that never
 //! migrates) when a task's order matters.
 
-use crate::batcher::{Batcher, Refusal, Shared};
-use crate::err::{FlushError, ShutdownError, SubmitError};
+use crate::batcher::Batcher;
+use crate::error::{FlushError, Refusal, ShutdownError, SubmitError};
 use crate::metrics::Metrics;
+use crate::shared::Shared;
 use crate::storage::Storage;
 use std::fmt;
 use std::future::Future;
@@ -63,9 +64,9 @@ impl<T, S: Storage<T>> Future for SubmitFuture<'_, T, S> {
                 .item
                 .take()
                 .expect("SubmitFuture polled after completion");
-            let (refusal, item) = match shared.try_once(item) {
+            let (refusal, item) = match shared.try_push(item) {
                 Ok(()) => {
-                    shared.signal.deregister(&mut this.registered);
+                    shared.waiters().deregister(&mut this.registered);
                     return Poll::Ready(Ok(()));
                 }
                 Err(e) => e,
@@ -73,17 +74,15 @@ impl<T, S: Storage<T>> Future for SubmitFuture<'_, T, S> {
             if refusal == Refusal::Closed || shared.on_flusher_thread() {
                 // Closed, or the batcher's own processor (which cannot await
                 // anyway, being synchronous): no waiting.
-                shared.signal.deregister(&mut this.registered);
+                shared.waiters().deregister(&mut this.registered);
                 shared.count_refusal(refusal);
-                return Poll::Ready(Err(match refusal {
-                    Refusal::Closed => SubmitError::Closed(item),
-                    _ => SubmitError::Full(item),
-                }));
+                // `Full` or `Closed`: one attempt never times out.
+                return Poll::Ready(Err(refusal.submit(item)));
             }
             this.item = Some(item);
             let shard = shared.shard();
             match shared
-                .signal
+                .waiters()
                 .poll_wait(cx, &mut this.registered, || shared.room_ready(shard))
             {
                 // Room, or closed: try again (a close is reported by the try).
@@ -96,7 +95,7 @@ impl<T, S: Storage<T>> Future for SubmitFuture<'_, T, S> {
 
 impl<T, S: Storage<T>> Drop for SubmitFuture<'_, T, S> {
     fn drop(&mut self) {
-        self.shared.signal.deregister(&mut self.registered);
+        self.shared.waiters().deregister(&mut self.registered);
         if self.item.is_some() {
             // Never accepted: refused by the caller's own cancellation.
             self.shared.count_cancelled();
@@ -134,7 +133,7 @@ impl<T, S: Storage<T>> Future for FlushFuture<'_, T, S> {
             Ok(Some(snap)) => {
                 let snap = &*snap;
                 shared
-                    .signal
+                    .waiters()
                     .poll_wait(cx, &mut this.registered, || shared.flush_ready(snap))
             }
         }
@@ -143,7 +142,7 @@ impl<T, S: Storage<T>> Future for FlushFuture<'_, T, S> {
 
 impl<T, S: Storage<T>> Drop for FlushFuture<'_, T, S> {
     fn drop(&mut self) {
-        self.shared.signal.deregister(&mut self.registered);
+        self.shared.waiters().deregister(&mut self.registered);
     }
 }
 
@@ -255,7 +254,7 @@ impl<T, S: Storage<T>> Future for ShutdownFuture<'_, T, S> {
             return Poll::Ready(Err(ShutdownError::Reentrant(Box::new(shared.metrics()))));
         }
         shared
-            .signal
+            .waiters()
             .poll_wait(cx, &mut this.registered, || shared.done())
             .map(|()| Ok(shared.metrics()))
     }
@@ -263,6 +262,6 @@ impl<T, S: Storage<T>> Future for ShutdownFuture<'_, T, S> {
 
 impl<T, S: Storage<T>> Drop for ShutdownFuture<'_, T, S> {
     fn drop(&mut self) {
-        self.shared.signal.deregister(&mut self.registered);
+        self.shared.waiters().deregister(&mut self.registered);
     }
 }

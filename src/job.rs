@@ -14,10 +14,11 @@
 
 use crate::batcher::Batcher;
 use crate::builder::Builder;
-use crate::err::{BuildError, SubmitError, TrySubmitError};
+use crate::error::{BuildError, SubmitError, TrySubmitError};
 use crate::processor::{BatchInfo, ProcessError};
+use crate::shared::thread::is_after_panic;
 use crate::storage::Storage;
-use crate::sync::{thread, Arc, Condvar, Mutex};
+use crate::sync::{thread, Arc, Condvar, Mutex, MutexGuard};
 use std::error::Error;
 use std::fmt;
 use std::future::Future;
@@ -101,8 +102,8 @@ impl<R, E> Slot<R, E> {
         }
     }
 
-    fn lock(&self) -> crate::sync::MutexGuard<'_, SlotState<R, E>> {
-        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    fn lock(&self) -> MutexGuard<'_, SlotState<R, E>> {
+        self.state.lock()
     }
 
     /// Completes once; later calls return `false`.
@@ -211,7 +212,7 @@ impl<T, R, E> Drop for Job<T, R, E> {
         if self.slot.is_some() {
             // Unwinding out of a processor, or dropped by the flusher after
             // its processor panicked (whichever constructor built it).
-            let e = if thread::panicking() || crate::sync::is_after_panic() {
+            let e = if thread::panicking() || is_after_panic() {
                 JobError::Panicked
             } else {
                 JobError::Unanswered
@@ -280,7 +281,7 @@ impl<R, E> Ticket<R, E> {
         let mut st = self.slot.lock();
         while !st.done {
             st.blocked = true;
-            st = self.slot.cv.wait(st).unwrap_or_else(|e| e.into_inner());
+            st = self.slot.cv.wait(st);
         }
         st.outcome.take().expect("a ticket takes its answer once")
     }
@@ -307,12 +308,7 @@ impl<R, E> Ticket<R, E> {
                     return Err(self);
                 }
                 st.blocked = true;
-                st = self
-                    .slot
-                    .cv
-                    .wait_timeout(st, left)
-                    .map(|(g, _)| g)
-                    .unwrap_or_else(|e| e.into_inner().0);
+                st = self.slot.cv.wait_timeout(st, left);
             }
             Ok(st.outcome.take().expect("a ticket takes its answer once"))
         }
@@ -432,7 +428,7 @@ where
         let (job, ticket) = Self::job(item);
         match self.submit(job) {
             Ok(()) => Ok(ticket),
-            Err(e) => Err(map_err(e)),
+            Err(e) => Err(e.map(Job::into_input)),
         }
     }
 
@@ -445,8 +441,7 @@ where
         let (job, ticket) = Self::job(item);
         match self.try_submit(job) {
             Ok(()) => Ok(ticket),
-            Err(TrySubmitError::Full(j)) => Err(TrySubmitError::Full(j.into_input())),
-            Err(TrySubmitError::Closed(j)) => Err(TrySubmitError::Closed(j.into_input())),
+            Err(e) => Err(e.map(Job::into_input)),
         }
     }
 
@@ -463,15 +458,7 @@ where
         let (job, ticket) = Self::job(item);
         match self.submit_async(job).await {
             Ok(()) => Ok(ticket),
-            Err(e) => Err(map_err(e)),
+            Err(e) => Err(e.map(Job::into_input)),
         }
-    }
-}
-
-fn map_err<T, R, E>(e: SubmitError<Job<T, R, E>>) -> SubmitError<T> {
-    match e {
-        SubmitError::Full(j) => SubmitError::Full(j.into_input()),
-        SubmitError::Timeout(j) => SubmitError::Timeout(j.into_input()),
-        SubmitError::Closed(j) => SubmitError::Closed(j.into_input()),
     }
 }

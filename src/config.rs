@@ -1,0 +1,223 @@
+//! Configuration: the public policy enums, the limits, and the validation
+//! that turns what a [`Builder`](crate::Builder) was asked into the
+//! [`Config`] both sides of the batcher read.
+
+use crate::error::BuildError;
+use crate::sync;
+use crate::time::duration_to_nanos;
+use std::time::Duration;
+
+/// The most shards a batcher may have.
+pub const MAX_SHARDS: usize = 1024;
+/// The largest per-shard capacity (16 Mi items).
+pub const MAX_CAPACITY: usize = 1 << 24;
+/// The most memory the queues of one batcher may take (1 TiB): more than
+/// that is a configuration mistake, refused by `build` rather than left to
+/// abort the process in the allocator.
+pub const MAX_QUEUE_BYTES: usize = 1 << 40;
+
+/// What `submit` does when the thread's shard is full.
+///
+/// # Examples
+///
+/// ```
+/// use microbatch::{Backpressure, Batcher, BatchInfo};
+/// use std::time::Duration;
+///
+/// let batcher = Batcher::builder()
+///     .backpressure(Backpressure::BlockTimeout(Duration::from_millis(5)))
+///     .build(|batch: &mut Vec<u64>, _: &BatchInfo| batch.clear())
+///     .unwrap();
+/// match batcher.submit(42) {
+///     Ok(()) => {}
+///     Err(e) if e.is_timeout() => eprintln!("overloaded, dropping {}", e.into_inner()),
+///     Err(e) => panic!("{e}"),
+/// }
+/// batcher.shutdown();
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Backpressure {
+    /// Wait until there is room (spin briefly, then park). The default.
+    #[default]
+    Block,
+    /// Wait at most this long, then hand the item back as `Timeout`.
+    BlockTimeout(Duration),
+    /// Hand the item back at once as `Full`.
+    Reject,
+}
+
+/// How the flusher waits for work.
+///
+/// # Examples
+///
+/// ```
+/// use microbatch::{Batcher, BatchInfo, WaitStrategy};
+/// use std::time::Duration;
+///
+/// // Latency first: dispatch at once, and keep a core polling.
+/// let batcher = Batcher::builder()
+///     .max_delay(Duration::ZERO)
+///     .wait_strategy(WaitStrategy::BusySpin)
+///     .build(|batch: &mut Vec<u64>, _: &BatchInfo| batch.clear())
+///     .unwrap();
+/// batcher.submit(1).unwrap();
+/// batcher.shutdown();
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WaitStrategy {
+    /// Never sleep: poll continuously, never giving the core away. Lowest
+    /// latency when the flusher has a core of its own; on a machine where it
+    /// shares cores with busy threads, the scheduler preempts it for whole
+    /// time slices (milliseconds).
+    BusySpin,
+    /// Poll for `spin`, yielding the core between polls (so producers
+    /// sharing the core run at once), then park until a producer wakes it
+    /// or a deadline passes. The default, with a 50 µs spin.
+    SpinThenPark {
+        /// How long to poll before parking.
+        spin: Duration,
+    },
+    /// Park as soon as there is nothing to do.
+    Park,
+}
+
+impl Default for WaitStrategy {
+    fn default() -> Self {
+        WaitStrategy::SpinThenPark {
+            spin: Duration::from_micros(50),
+        }
+    }
+}
+
+/// Validated configuration, shared by the producers and the flusher.
+#[derive(Debug, Clone)]
+pub(crate) struct Config {
+    pub(crate) max_batch_size: usize,
+    pub(crate) max_delay_ns: u64,
+    pub(crate) capacity: u64,
+    /// A blocked producer resumes once its shard has this much room
+    /// (hysteresis: not at the first free slot).
+    pub(crate) resume_room: u64,
+    pub(crate) backpressure: Backpressure,
+    pub(crate) wait: WaitStrategy,
+    /// Empty polls before an idle flusher sleeps until the next item wakes
+    /// it (see `FlusherCore::run_loop`).
+    pub(crate) idle_polls: u32,
+}
+
+/// Empty polls (one per `max_delay`) before an idle flusher sleeps until the
+/// next item wakes it.
+pub(crate) const IDLE_POLLS: u32 = 64;
+
+/// What a [`Builder`](crate::Builder) was asked, before validation.
+#[derive(Debug, Clone)]
+pub(crate) struct Settings {
+    pub(crate) max_batch_size: usize,
+    pub(crate) max_delay: Duration,
+    pub(crate) shards: Option<usize>,
+    pub(crate) capacity: Option<usize>,
+    pub(crate) backpressure: Backpressure,
+    pub(crate) wait: WaitStrategy,
+    pub(crate) thread_name: String,
+    /// Was `thread_name` set (then it is also the metrics label)?
+    pub(crate) named: bool,
+    #[cfg_attr(not(all(feature = "metrics", not(loom))), allow(dead_code))]
+    pub(crate) metrics_interval: Duration,
+    pub(crate) idle_polls: u32,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Settings {
+            max_batch_size: 512,
+            max_delay: Duration::from_millis(1),
+            shards: None,
+            capacity: None,
+            backpressure: Backpressure::Block,
+            wait: WaitStrategy::default(),
+            thread_name: "microbatch-flusher".to_owned(),
+            named: false,
+            metrics_interval: Duration::from_millis(500),
+            idle_polls: IDLE_POLLS,
+        }
+    }
+}
+
+/// A validated configuration: the shard count, the per-shard capacity, and
+/// what both sides read.
+pub(crate) struct Validated {
+    pub(crate) shards: usize,
+    pub(crate) capacity: usize,
+    pub(crate) config: Config,
+}
+
+impl Settings {
+    /// Checks every value for items of `item_size` bytes; names the first
+    /// bad one.
+    pub(crate) fn validate(&self, item_size: usize) -> Result<Validated, BuildError> {
+        let b = self.max_batch_size;
+        if b == 0 {
+            return Err(BuildError::ZeroBatchSize);
+        }
+        if self.thread_name.contains('\0') {
+            return Err(BuildError::ThreadName {
+                name: self.thread_name.clone(),
+            });
+        }
+        #[cfg(all(feature = "metrics", not(loom)))]
+        if self.metrics_interval.is_zero() {
+            return Err(BuildError::ZeroMetricsInterval);
+        }
+        let shards = self.shards.unwrap_or_else(sync::available_parallelism);
+        if shards == 0 {
+            return Err(BuildError::ZeroShards);
+        }
+        if shards > MAX_SHARDS {
+            return Err(BuildError::TooManyShards { shards });
+        }
+        let capacity = match self.capacity {
+            Some(0) => return Err(BuildError::ZeroCapacity),
+            Some(c) => c,
+            None => b.saturating_mul(2),
+        };
+        if capacity > MAX_CAPACITY {
+            return Err(BuildError::CapacityTooLarge { capacity });
+        }
+        if capacity < b {
+            return Err(BuildError::CapacityBelowBatchSize {
+                capacity,
+                max_batch_size: b,
+            });
+        }
+        let item_size = item_size.max(1);
+        // Each slot of an ArrayQueue also holds a usize stamp.
+        let slot = item_size + std::mem::size_of::<usize>();
+        let total = shards
+            .checked_mul(capacity)
+            .and_then(|n| n.checked_mul(slot))
+            .and_then(|n| n.checked_add(b.checked_mul(item_size)?));
+        if total.is_none_or(|t| t > MAX_QUEUE_BYTES) {
+            return Err(BuildError::MemoryOverflow {
+                shards,
+                capacity,
+                item_size,
+            });
+        }
+        let cap = capacity as u64;
+        let resume_room = (cap / 2).min(cap - b as u64 + 1).max(1);
+        let cfg = Config {
+            max_batch_size: b,
+            max_delay_ns: duration_to_nanos(self.max_delay),
+            capacity: cap,
+            resume_room,
+            backpressure: self.backpressure,
+            wait: self.wait,
+            idle_polls: self.idle_polls,
+        };
+        Ok(Validated {
+            shards,
+            capacity,
+            config: cfg,
+        })
+    }
+}

@@ -1,0 +1,159 @@
+//! The producer's policy over admission: one attempt, waiting for room
+//! under a [`Backpressure`] policy, many items at once, and the counting of
+//! refusals. The protocols it uses (admission, wake, the wait queue) are in
+//! `shared::shard`, `shared::wake` and `wait`.
+
+use crate::config::Backpressure;
+use crate::error::{Refusal, SubmitManyError};
+use crate::shared::{Shard, Shared};
+use crate::storage::Storage;
+use crate::time::Clock;
+use crate::wait::YieldWait;
+use std::time::Duration;
+
+/// How long a submit may wait for room.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Wait {
+    /// Not at all: a full shard refuses at once.
+    Never,
+    /// Until there is room (or the batcher closes).
+    Forever,
+    /// Until this clock time.
+    Until(u64),
+}
+
+impl Wait {
+    /// The wait a policy allows, starting now.
+    pub(crate) fn from_policy(policy: Backpressure, clock: &Clock) -> Self {
+        match policy {
+            Backpressure::Block => Wait::Forever,
+            Backpressure::BlockTimeout(d) => Wait::Until(clock.deadline_after(d)),
+            Backpressure::Reject => Wait::Never,
+        }
+    }
+
+    /// At most `d` from now.
+    pub(crate) fn at_most(d: Duration, clock: &Clock) -> Self {
+        Wait::Until(clock.deadline_after(d))
+    }
+}
+
+impl<T, S: Storage<T>> Shared<T, S> {
+    /// One attempt on the calling thread's shard; refusals are not counted.
+    #[inline]
+    pub(crate) fn try_push(&self, item: T) -> Result<(), (Refusal, T)> {
+        let shard = self.shard();
+        match self.reserve(shard, 1) {
+            Ok((n, _)) => {
+                self.push_reserved(shard, n, item);
+                self.after_push(shard, n + 1);
+                Ok(())
+            }
+            Err(r) => Err((r, item)),
+        }
+    }
+
+    /// Attempts, waiting for room between them as `wait` allows; a refusal
+    /// is counted.
+    #[inline]
+    pub(crate) fn push_waiting(&self, mut item: T, wait: Wait) -> Result<(), (Refusal, T)> {
+        loop {
+            match self.try_push(item) {
+                Ok(()) => return Ok(()),
+                Err((Refusal::Full, back)) => {
+                    item = back;
+                    if let Err(r) = self.refused_full(self.shard(), wait) {
+                        self.shard().count_refusal(r, 1);
+                        return Err((r, item));
+                    }
+                }
+                Err((r, back)) => {
+                    self.shard().count_refusal(r, 1);
+                    return Err((r, back));
+                }
+            }
+        }
+    }
+
+    /// Counts a refusal on the calling thread's shard.
+    pub(crate) fn count_refusal(&self, r: Refusal) {
+        self.shard().count_refusal(r, 1);
+    }
+
+    /// Counts an item whose `submit_async` future was dropped unaccepted.
+    pub(crate) fn count_cancelled(&self) {
+        self.shard().count_cancelled();
+    }
+
+    /// Reserves room for as many of `items` as fit with one RMW per
+    /// attempt, accepted from the front, waiting as `wait` allows.
+    pub(crate) fn submit_many(
+        &self,
+        items: &mut Vec<T>,
+        wait: Wait,
+    ) -> Result<(), SubmitManyError> {
+        let shard = self.shard();
+        while !items.is_empty() {
+            match self.reserve(shard, items.len() as u64) {
+                Ok((n, granted)) => {
+                    for (k, item) in items.drain(..granted as usize).enumerate() {
+                        self.push_reserved(shard, n + k as u64, item);
+                    }
+                    self.after_push(shard, n + granted);
+                }
+                Err(r) => {
+                    let r = if r == Refusal::Full {
+                        match self.refused_full(shard, wait) {
+                            Ok(()) => continue,
+                            Err(r) => r,
+                        }
+                    } else {
+                        r
+                    };
+                    shard.count_refusal(r, items.len() as u64);
+                    return Err(r.submit_many());
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The shard was full: wait for room if allowed. `Ok` means try again.
+    fn refused_full(&self, shard: &Shard<S>, wait: Wait) -> Result<(), Refusal> {
+        let deadline = match wait {
+            Wait::Never => return Err(Refusal::Full),
+            Wait::Forever => None,
+            Wait::Until(at) => Some(at),
+        };
+        if self.on_flusher_thread() {
+            // The processor itself: waiting for room would wait for itself.
+            return Err(if deadline.is_some() {
+                Refusal::Timeout
+            } else {
+                Refusal::Full
+            });
+        }
+        self.wait_for_room(shard, deadline)
+    }
+
+    /// Waits until the shard has room (`room_ready`), the batcher closes,
+    /// or the deadline passes: yielding first, then in the wait queue.
+    fn wait_for_room(&self, shard: &Shard<S>, deadline: Option<u64>) -> Result<(), Refusal> {
+        let ready = || self.room_ready(shard);
+        // Yield, not spin: the flusher that makes room may need this core.
+        let short = YieldWait::new();
+        while !short.is_completed() {
+            if let Some(r) = ready() {
+                return r;
+            }
+            if deadline.is_some_and(|at| self.clock().now() >= at) {
+                return Err(Refusal::Timeout);
+            }
+            short.snooze();
+        }
+        shard.count_wait();
+        self.waiters()
+            .wait(self.clock(), deadline, ready)
+            .unwrap_or(Err(Refusal::Timeout))
+    }
+}
