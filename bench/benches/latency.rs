@@ -8,7 +8,7 @@
 //! `now - intended` for every item in it. Peers in the same run:
 //! crossbeam-channel (blocking `recv`, then drain) and the `disruptor` crate.
 //!
-//! `cargo bench --bench latency` runs 300 ms per cell; `cargo test --benches`
+//! `cargo bench -p microbatch-bench --bench latency` runs 300 ms per cell; `cargo test -p microbatch-bench --benches`
 //! runs 10 ms per cell, to check that it works.
 
 use microbatch::{BatchInfo, Batcher, WaitStrategy};

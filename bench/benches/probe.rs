@@ -9,7 +9,7 @@
 //! group can compare one adapter in one state with another in the other.
 //! These probes cannot.
 //!
-//! `cargo bench --bench probe -- [probes] [seconds between probes]`
+//! `cargo bench -p microbatch-bench --bench probe -- [probes] [seconds between probes]`
 //! (default 30 probes, 10 s apart). Prints one line per probe and the
 //! median over the probes of each ratio (faster channel batcher or
 //! `Mutex<Vec>` over microbatch, per probe). `cargo test --benches` runs one
