@@ -12,7 +12,7 @@
 //! `cargo bench -p microbatch-bench --bench probe -- [probes] [seconds between probes]`
 //! (default 30 probes, 10 s apart). Prints one line per probe and the
 //! median over the probes of each ratio (faster channel batcher or
-//! `Mutex<Vec>` over microbatch, per probe). `cargo test --benches` runs one
+//! `Mutex<Vec>` over microbatch, per probe). `cargo test -p microbatch-bench --benches` runs one
 //! small probe as a check.
 
 mod common;

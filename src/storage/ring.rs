@@ -27,15 +27,14 @@
 //! waits until the producer's earlier stores are visible: when the slot
 //! line a push writes was last read by the flusher (one lap ago), the next
 //! submit's CAS waits for that line to come back from the flusher's core.
-//! Where moving a line between cores is cheap that costs little; on the
-//! VM of BENCHMARKS.md, in the phase where a line round trip takes ~380 ns
-//! instead of ~90, it made one producer 23–24 ns/item instead of ~7. So
-//! each push asks for ownership of the stamp and value lines `ahead` slots
-//! further on (`prefetchw`, a hint that never faults and that the locked
-//! instruction does not wait for). Measured there: one producer 23.0 ->
-//! 8.5 ns/item, two 12.1 -> 6.8, 64-byte items with two 15.2 -> 9.7
-//! (BENCHMARKS.md); in the normal phase it costs 0.3–0.7 ns/item with 8-byte
-//! items (5–10%) and about nothing with 64-byte ones.
+//! Where moving a line between cores is cheap that costs little; where it is
+//! dear (a VM phase in which a line round trip costs four times as much) it
+//! makes the CAS the whole cost of a submit. So each push asks for
+//! ownership of the stamp and value lines `ahead` slots further on
+//! (`prefetchw`, a hint that never faults and that the locked instruction
+//! does not wait for). What it gains in that phase and costs in the normal
+//! one: BENCHMARKS.md, "What limits us" (the CAS bullet and the slow-phase
+//! table).
 #![allow(unsafe_code)]
 
 use crate::storage::{sealed::Seal, Storage};
@@ -298,10 +297,9 @@ impl<T> Drop for Ring<T> {
 }
 
 /// Slots ahead of the one being written whose lines a push asks for: four
-/// lines of stamps, and of values for 8-byte items. Measured in the slow
-/// phase, one producer (a build with the distance read at run time): 32
-/// ahead 9.4–9.8 ns/item, 16 ahead 9.8–10.2, 8 ahead 13.5 (too close to
-/// hide a ~190 ns transfer).
+/// lines of stamps, and of values for 8-byte items; nearer than that, the
+/// hint does not arrive before the push that needs the line (distances
+/// 8, 16 and 32 compared in BENCHMARKS.md, "What limits us").
 const PREFETCH_AHEAD: u64 = 32;
 
 /// Whether this CPU has `prefetchw` (CPUID PRFCHW, AMD's 3DNowPrefetch bit).

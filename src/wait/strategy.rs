@@ -21,7 +21,7 @@ use crate::time::{duration_to_nanos, Clock};
 #[cfg(not(loom))]
 const TIMER_SLACK_NS: u64 = 120_000;
 
-/// The longest a spinning flusher goes without re-reading the shard words:
+/// The longest a spinning flusher goes without re-reading the shard tails:
 /// each read takes their lines from the producers, so back-to-back reads
 /// slow every submit; a longer gap lets producers run out of room.
 #[cfg(not(loom))]
@@ -97,7 +97,7 @@ impl Pacer {
     ) -> Idle {
         match strategy {
             WaitStrategy::BusySpin => {
-                // A burst of pauses between polls: polling the shard words
+                // A burst of pauses between polls: polling the shard tails
                 // back to back would pull their lines away from the producers
                 // on every submit.
                 for _ in 0..POLL_PAUSES {
@@ -120,7 +120,7 @@ impl Pacer {
                     // with more busy threads than cores the producers get the
                     // core at once (see `wait::YieldWait`); on an idle core
                     // the yield returns within a microsecond. Between two
-                    // reads of the shard words it keeps yielding for a gap
+                    // reads of the shard tails it keeps yielding for a gap
                     // paced by the arrival rate.
                     let mut until = now.saturating_add(self.poll_gap(now, load(), max_delay_ns));
                     if pending > 0 {

@@ -1,5 +1,6 @@
 //! Feature `metrics`: the batcher's counters reach a `metrics` recorder.
 
+#[path = "../../tests/common/mod.rs"]
 mod common;
 
 use common::{hold_a_batch_and_fill, Gate};
