@@ -45,10 +45,16 @@ for dirpath, _, files in os.walk(root):
         edges.setdefault(me, set()).update(deps)
 
 print("module tree (lines):")
-for rel in sorted(lines):
-    depth = rel.count(os.sep)
-    print(f"  {'  ' * depth}{rel} {lines[rel]}")
-print(f"  total {sum(lines.values())}")
+tops = sorted({rel.split(os.sep)[0] for rel in lines})
+for top in tops:
+    if top in lines:
+        print(f"  {top:<22}{lines[top]:>5}")
+        continue
+    kids = sorted(r for r in lines if r.startswith(top + os.sep))
+    print(f"  {top}/{'':<{21 - len(top)}}{sum(lines[k] for k in kids):>5}")
+    for k in kids:
+        print(f"    {os.path.basename(k):<20}{lines[k]:>5}")
+print(f"  {'total':<22}{sum(lines.values()):>5}")
 print("imports (module -> modules it uses), by layer:")
 bad = []
 for m in sorted(edges, key=lambda m: (LAYERS.get(m, 99), m)):

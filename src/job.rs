@@ -11,6 +11,16 @@
 //!
 //! Each tracked item costs one allocation (the slot the job and the ticket
 //! share) and one uncontended lock on completion.
+//!
+//! # Protocol
+//!
+//! A job and its ticket share a one-shot slot under a mutex: the first
+//! completion (an answer, or the job's drop) wins and is delivered once;
+//! a ticket dropped first makes the answer go nowhere. A waiter says so
+//! under the lock (`blocked` for a thread, a waker for a task) before it
+//! waits, and the completion notifies only what it finds there, after
+//! releasing the lock. Checked by the loom model `tickets`; its mutants drop
+//! the notify and the `blocked` announcement.
 
 use crate::batcher::Batcher;
 use crate::builder::Builder;
