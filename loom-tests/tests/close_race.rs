@@ -3,7 +3,7 @@
 #![cfg(loom)]
 
 use loom::thread;
-use microbatch_loom_tests::{builder, model, recorder, Seen};
+use microbatch_loom_tests::{builder, model, recorder, trace, Seen};
 use std::sync::Arc;
 
 #[test]
@@ -15,7 +15,9 @@ fn submit_races_close() {
         let producer = thread::spawn(move || {
             let mut accepted = Vec::new();
             for x in [1, 2] {
-                match b.try_submit(x) {
+                let r = b.try_submit(x);
+                trace(format!("try_submit({x}) -> {r:?}"));
+                match r {
                     Ok(()) => accepted.push(x),
                     Err(e) => {
                         assert!(e.is_closed(), "only a close can refuse here");
@@ -26,6 +28,7 @@ fn submit_races_close() {
             accepted
         });
         batcher.close();
+        trace("closed");
         let accepted = producer.join().unwrap();
         let report = Arc::try_unwrap(batcher).expect("sole owner").shutdown();
         assert_eq!(

@@ -3,7 +3,7 @@
 #![cfg(loom)]
 
 use loom::thread;
-use microbatch_loom_tests::{builder, model, recorder, Seen};
+use microbatch_loom_tests::{builder, model, recorder, trace, Seen};
 use std::sync::Arc;
 
 #[test]
@@ -14,9 +14,12 @@ fn per_thread_order_and_counters() {
         let b = Arc::clone(&batcher);
         let p = thread::spawn(move || {
             b.submit(1).unwrap();
+            trace("submit(1) -> Ok");
             b.submit(2).unwrap();
+            trace("submit(2) -> Ok");
         });
         let third = batcher.try_submit(3).is_ok();
+        trace(format!("try_submit(3) accepted: {third}"));
         p.join().unwrap();
         let report = Arc::try_unwrap(batcher).expect("sole owner").shutdown();
         let v = seen.values();
