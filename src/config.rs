@@ -36,6 +36,7 @@ pub const MAX_QUEUE_BYTES: usize = 1 << 40;
 /// batcher.shutdown();
 /// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
 pub enum Backpressure {
     /// Wait until there is room (spin briefly, then park). The default.
     #[default]
@@ -64,6 +65,7 @@ pub enum Backpressure {
 /// batcher.shutdown();
 /// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum WaitStrategy {
     /// Never sleep: poll continuously, never giving the core away. Lowest
     /// latency when the flusher has a core of its own; on a machine where it

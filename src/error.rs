@@ -10,6 +10,7 @@ macro_rules! item_error {
     ) => {
         $(#[$meta])*
         #[derive(PartialEq, Eq, Clone, Copy)]
+        #[non_exhaustive]
         pub enum $name<T> {
             $( $(#[$vmeta])* $variant(T), )+
         }
@@ -119,6 +120,7 @@ impl<T> From<SubmitTimeoutError<T>> for SubmitError<T> {
 /// Why a many-item submit stopped early. The items not accepted are left in
 /// the caller's `Vec`, in order.
 #[derive(Debug, PartialEq, Eq, Clone, Copy)]
+#[non_exhaustive]
 pub enum SubmitManyError {
     /// The shard was full (policy `Reject`, `try_submit_many`, or a call from
     /// the batcher's own processor).
@@ -143,6 +145,7 @@ impl Error for SubmitManyError {}
 
 /// Why [`Batcher::flush`](crate::Batcher::flush) did not complete.
 #[derive(Debug, PartialEq, Eq, Clone, Copy)]
+#[non_exhaustive]
 pub enum FlushError {
     /// The timeout of `flush_timeout` passed first. The flush request stays
     /// in force: the flusher still processes those items promptly.

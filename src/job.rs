@@ -58,6 +58,7 @@ use std::time::Duration;
 /// assert_eq!(batcher.submit_tracked(0).unwrap().wait(), Err(JobError::Unanswered));
 /// ```
 #[derive(Debug, PartialEq, Eq, Clone)]
+#[non_exhaustive]
 pub enum JobError<E = ProcessError> {
     /// The processor answered the job with this error.
     Failed(E),

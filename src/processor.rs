@@ -19,7 +19,8 @@ pub type ProcessError = Box<dyn std::error::Error + Send + Sync + 'static>;
 ///     .build(|batch: &mut Vec<u8>, info: &BatchInfo| {
 ///         match info.trigger {
 ///             Trigger::Size => assert_eq!(batch.len(), 2),
-///             Trigger::Time | Trigger::Flush | Trigger::Shutdown => assert!(batch.len() <= 2),
+///             // Time, Flush, Shutdown, and any trigger a later version adds.
+///             _ => assert!(batch.len() <= 2),
 ///         }
 ///     })
 ///     .unwrap();
@@ -28,6 +29,7 @@ pub type ProcessError = Box<dyn std::error::Error + Send + Sync + 'static>;
 /// batcher.shutdown();
 /// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
 pub enum Trigger {
     /// `max_batch_size` items were pending.
     Size,
@@ -180,6 +182,7 @@ where
 /// assert_eq!(batcher.shutdown().processor_errors, 1);
 /// ```
 #[derive(Debug)]
+#[non_exhaustive]
 pub enum Failure {
     /// The processor returned an error.
     Error(ProcessError),

@@ -173,6 +173,7 @@ fn run(plan: Plan, seed: u64) -> u64 {
                             SubmitError::Full(_) => "full",
                             SubmitError::Timeout(_) => "timeout",
                             SubmitError::Closed(_) => "closed",
+                            other => panic!("a refusal of an unknown kind: {other:?}"),
                         };
                         let item = e.into_inner();
                         assert_eq!(

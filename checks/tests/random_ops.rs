@@ -130,16 +130,19 @@ proptest! {
                         prop_assert!(matches!(cfg.policy, Backpressure::BlockTimeout(_)));
                         m.timeout += 1;
                     }
+                    Err(e) => prop_assert!(false, "a refusal of an unknown kind: {e:?}"),
                 },
                 Op::TrySubmit(x) => match batcher.try_submit(x) {
                     Ok(()) => { prop_assert!(!m.closed); m.accepted.push(x) }
                     Err(TrySubmitError::Closed(y)) => { prop_assert_eq!(y, x); m.refused_closed(1) }
                     Err(TrySubmitError::Full(y)) => { prop_assert_eq!(y, x); prop_assert!(!m.closed); m.full += 1 }
+                    Err(e) => prop_assert!(false, "a refusal of an unknown kind: {e:?}"),
                 },
                 Op::SubmitTimeout(x) => match batcher.submit_timeout(x, Duration::from_millis(1)) {
                     Ok(()) => { prop_assert!(!m.closed); m.accepted.push(x) }
                     Err(SubmitTimeoutError::Closed(y)) => { prop_assert_eq!(y, x); m.refused_closed(1) }
                     Err(SubmitTimeoutError::Timeout(y)) => { prop_assert_eq!(y, x); m.timeout += 1 }
+                    Err(e) => prop_assert!(false, "a refusal of an unknown kind: {e:?}"),
                 },
                 Op::SubmitMany(xs) | Op::TrySubmitMany(xs) if xs.is_empty() => {
                     let mut v = xs;
@@ -156,6 +159,7 @@ proptest! {
                         Err(SubmitManyError::Closed) => m.refused_closed(v.len() as u64),
                         Err(SubmitManyError::Full) => { prop_assert_eq!(cfg.policy, Backpressure::Reject); m.full += v.len() as u64 }
                         Err(SubmitManyError::Timeout) => m.timeout += v.len() as u64,
+                        Err(e) => prop_assert!(false, "a refusal of an unknown kind: {e:?}"),
                     }
                 }
                 Op::TrySubmitMany(xs) => {
@@ -169,6 +173,7 @@ proptest! {
                         Err(SubmitManyError::Closed) => m.refused_closed(v.len() as u64),
                         Err(SubmitManyError::Full) => m.full += v.len() as u64,
                         Err(SubmitManyError::Timeout) => prop_assert!(false, "try never times out"),
+                        Err(e) => prop_assert!(false, "a refusal of an unknown kind: {e:?}"),
                     }
                 }
                 Op::Flush => {
