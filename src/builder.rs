@@ -7,7 +7,9 @@ use crate::batcher::Batcher;
 use crate::config::{Backpressure, Settings, Validated, WaitStrategy};
 use crate::error::BuildError;
 use crate::flusher::{Flusher, FlusherCore};
-use crate::processor::{BatchInfo, BatchProcessor, DiscardHook, ErrorHook, Failure};
+use crate::processor::{
+    BatchInfo, BatchProcessor, DiscardHook, ErrorHook, Failure, ProcessOutcome,
+};
 use crate::shared::Shared;
 use crate::storage::{RingStorage, Storage};
 use crate::sync::{self, Arc};
@@ -242,12 +244,68 @@ impl<T: Send + 'static, S: Storage<T> + 'static> Builder<T, S> {
     }
 
     /// Validates the configuration, spawns the flusher thread and returns the
-    /// running batcher (the Go original's `NewRunning`).
+    /// running batcher (the Go original's `NewRunning`), with a closure as
+    /// the processor: `FnMut(&mut Vec<T>, &BatchInfo)` returning `()` or
+    /// `Result<(), E>`. Its parameter types are inferred; a type of your
+    /// own that implements [`BatchProcessor`] goes to
+    /// [`build_processor`](Builder::build_processor).
     ///
     /// # Errors
     ///
     /// A [`BuildError`] naming the first invalid value, or the spawn failure.
-    pub fn build<P: BatchProcessor<T>>(self, processor: P) -> Result<Batcher<T, S>, BuildError> {
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use microbatch::Batcher;
+    ///
+    /// let batcher = Batcher::builder()
+    ///     .build(|batch, info| {
+    ///         assert_eq!(batch.len(), info.len);
+    ///         batch.clear();
+    ///     })
+    ///     .unwrap();
+    /// batcher.submit(7u32).unwrap();
+    /// assert_eq!(batcher.shutdown().processed, 1);
+    /// ```
+    pub fn build<F, R>(self, processor: F) -> Result<Batcher<T, S>, BuildError>
+    where
+        F: FnMut(&mut Vec<T>, &BatchInfo) -> R + Send + 'static,
+        R: ProcessOutcome,
+    {
+        self.build_processor(processor)
+    }
+
+    /// [`build`](Builder::build) with any [`BatchProcessor`]: a type of
+    /// your own that implements the trait (the Go original's
+    /// `BatchProcessor` interface).
+    ///
+    /// # Errors
+    ///
+    /// As [`build`](Builder::build).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use microbatch::{BatchInfo, BatchProcessor, Batcher, ProcessError};
+    ///
+    /// struct Sum(u64);
+    ///
+    /// impl BatchProcessor<u64> for Sum {
+    ///     fn process(&mut self, batch: &mut Vec<u64>, _: &BatchInfo) -> Result<(), ProcessError> {
+    ///         self.0 += batch.drain(..).sum::<u64>();
+    ///         Ok(())
+    ///     }
+    /// }
+    ///
+    /// let batcher = Batcher::builder().build_processor(Sum(0)).unwrap();
+    /// batcher.submit(2).unwrap();
+    /// assert_eq!(batcher.shutdown().processed, 1);
+    /// ```
+    pub fn build_processor<P: BatchProcessor<T>>(
+        self,
+        processor: P,
+    ) -> Result<Batcher<T, S>, BuildError> {
         let name = self.settings.thread_name.clone();
         let (shared, mut core, label) = self.prepare(Box::new(processor))?;
         #[cfg(all(feature = "metrics", not(loom)))]
@@ -274,12 +332,27 @@ impl<T: Send + 'static, S: Storage<T> + 'static> Builder<T, S> {
     /// Validates the configuration and returns the batcher with its
     /// [`Flusher`], to run on a thread of your own (the Go original's
     /// `New` + `Start(ctx)`): a pinned core, say. Items submitted before
-    /// [`Flusher::run`] starts wait in the shards.
+    /// [`Flusher::run`] starts wait in the shards. The processor is a
+    /// closure, as for [`build`](Builder::build).
     ///
     /// # Errors
     ///
     /// A [`BuildError`] naming the first invalid value.
-    pub fn build_with_flusher<P: BatchProcessor<T>>(
+    pub fn build_with_flusher<F, R>(self, processor: F) -> Result<WithFlusher<T, S>, BuildError>
+    where
+        F: FnMut(&mut Vec<T>, &BatchInfo) -> R + Send + 'static,
+        R: ProcessOutcome,
+    {
+        self.build_processor_with_flusher(processor)
+    }
+
+    /// [`build_with_flusher`](Builder::build_with_flusher) with any
+    /// [`BatchProcessor`].
+    ///
+    /// # Errors
+    ///
+    /// A [`BuildError`] naming the first invalid value.
+    pub fn build_processor_with_flusher<P: BatchProcessor<T>>(
         self,
         processor: P,
     ) -> Result<WithFlusher<T, S>, BuildError> {
