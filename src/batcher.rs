@@ -97,7 +97,7 @@ impl<T, S: Storage<T>> Batcher<T, S> {
         &self.shared
     }
 
-    /// Submits an item under the configured [`Backpressure`] policy
+    /// Submits an item under the configured [`Backpressure`](crate::Backpressure) policy
     /// (default: wait for room).
     ///
     /// # Errors

@@ -12,7 +12,7 @@ use std::time::Duration;
 /// Monotonic time in nanoseconds since the clock was made.
 ///
 /// Under loom the clock is a model-checked counter that moves only when a
-/// timed wait "elapses" ([`Clock::park_until`], [`Clock::advance_to`]), so
+/// timed wait "elapses" ([`Clock::park_until`], and `Clock::advance_to`), so
 /// the time trigger is explored without real time: a timed wait may return
 /// at any point (as a real one may, spuriously), and when it returns for its
 /// deadline, time is at least the deadline.

@@ -5,7 +5,7 @@
 //! # Protocol of [`WaitQueue`] (no lost wake-up)
 //!
 //! A waiter increments `waiters` (`SeqCst` RMW, then
-//! [`fence_after_rmw`](crate::sync::fence_after_rmw)), then re-checks its
+//! [`fence_after_rmw`]), then re-checks its
 //! condition under the lock before each wait; the side that makes progress
 //! publishes it with `SeqCst` stores or RMWs, issues `fence(SeqCst)` and
 //! notifies only if it then sees `waiters > 0`. In the single `SeqCst`
