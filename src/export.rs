@@ -2,33 +2,108 @@
 //!
 //! A small exporter thread per batcher publishes a snapshot every
 //! `metrics_interval` (default 500 ms) and once more when the batcher is
-//! shut down: nothing is added to the submit path or to the flusher, and the
-//! exported series keep moving while a processor stalls (queue depth,
-//! rejections, `microbatch_processor_busy_seconds`). Handles are looked up
+//! shut down: nothing is added to the submit path (the flusher adds a few
+//! relaxed stores per batch, for the histograms), and the exported series
+//! keep moving while a processor stalls (queue depth,
+//! rejections, `microbatch_processor_busy_seconds`). The per-batch
+//! histograms come from log-scale bucket counters the flusher bumps
+//! (`metrics::BatchRecord`); the exporter records each bucket's new
+//! samples with `record_many`. Every series is described (unit, help
+//! text) at each publish; the README lists them. Handles are looked up
 //! from the installed recorder at every publish, so a recorder installed
 //! after `build()` is picked up at the next one. Every series carries the
 //! label `batcher`: the builder's `thread_name` when one was set, else
 //! `microbatch-<n>`, unique per batcher in the process. A panic in the
 //! recorder is caught and counted in `Metrics::other_panics`.
 
-use crate::metrics::Metrics;
-use crate::processor::call_quietly;
+use crate::metrics::{trigger_index, BatchRecord, LogBuckets, Metrics, Outcome};
+use crate::processor::{call_quietly, Trigger};
 use crate::shared::Shared;
 use crate::storage::Storage;
 use crate::sync::{Arc, Condvar, Mutex};
-use metrics::{counter, gauge};
+use metrics::{
+    counter, describe_counter, describe_gauge, describe_histogram, gauge, histogram, Unit,
+};
 use std::time::Duration;
 
+/// Every series: name, kind, unit, description (Prometheus conventions:
+/// base units, `_total` on counters, items and batches told apart).
+const SERIES: &[(&str, Kind, Unit, &str)] = &[
+    ("microbatch_items_submitted_total", Kind::Counter, Unit::Count, "Items accepted (submit returned Ok)."),
+    ("microbatch_items_processed_total", Kind::Counter, Unit::Count, "Items of batches whose processor returned Ok."),
+    ("microbatch_items_failed_total", Kind::Counter, Unit::Count, "Items of batches whose processor returned an error or panicked."),
+    ("microbatch_items_discarded_total", Kind::Counter, Unit::Count, "Items a failed batch left, handed to on_discard and dropped."),
+    ("microbatch_items_rejected_total", Kind::Counter, Unit::Count, "Items refused at submit, by reason (full, timeout, closed, cancelled)."),
+    ("microbatch_batches_total", Kind::Counter, Unit::Count, "Batches handed to the processor, by trigger and outcome (ok, error, panic)."),
+    ("microbatch_other_panics_total", Kind::Counter, Unit::Count, "Panics caught outside the processor call (hooks, drops, backends)."),
+    ("microbatch_flusher_wakeups_total", Kind::Counter, Unit::Count, "Times a producer, flush or close unparked the sleeping flusher."),
+    ("microbatch_producer_waits_total", Kind::Counter, Unit::Count, "Times a producer blocked on a full shard."),
+    ("microbatch_queue_depth", Kind::Gauge, Unit::Count, "Items accepted and not yet taken by the flusher."),
+    ("microbatch_queue_capacity", Kind::Gauge, Unit::Count, "Items the shards can hold in all."),
+    ("microbatch_items_in_flight", Kind::Gauge, Unit::Count, "Items in the batch the processor is working on."),
+    ("microbatch_processor_busy_seconds", Kind::Gauge, Unit::Seconds, "How long the processor has been in the current batch; 0 between batches."),
+    ("microbatch_batch_size_items", Kind::Histogram, Unit::Count, "Items per batch."),
+    ("microbatch_processor_duration_seconds", Kind::Histogram, Unit::Seconds, "Time in the processor per batch."),
+    ("microbatch_batch_oldest_wait_seconds", Kind::Histogram, Unit::Seconds, "How long each batch's oldest item had waited, from its submit to the processor (counted from a bound below its arrival, so it errs long)."),
+];
+
+#[derive(Clone, Copy)]
+enum Kind {
+    Counter,
+    Gauge,
+    Histogram,
+}
+
+/// Registers every series' unit and description with the installed
+/// recorder (again at each publish: a recorder installed late gets them).
+fn describe() {
+    for &(name, kind, unit, text) in SERIES {
+        match kind {
+            Kind::Counter => describe_counter!(name, unit, text),
+            Kind::Gauge => describe_gauge!(name, unit, text),
+            Kind::Histogram => describe_histogram!(name, unit, text),
+        }
+    }
+}
+
+/// The bucket counts the exporter last turned into histogram samples.
+struct Seen {
+    sizes: Vec<u64>,
+    processor_ns: Vec<u64>,
+    oldest_wait_ns: Vec<u64>,
+}
+
+impl Seen {
+    fn new() -> Self {
+        let z = || vec![0; LogBuckets::LEN];
+        Seen {
+            sizes: z(),
+            processor_ns: z(),
+            oldest_wait_ns: z(),
+        }
+    }
+}
+
+/// Records, into `histogram`, the values of the buckets that moved since
+/// `seen` (scaled by `scale`), and remembers the new counts.
+fn record_new(h: &metrics::Histogram, buckets: &LogBuckets, seen: &mut [u64], scale: f64) {
+    for (i, (now, last)) in buckets.counts().zip(seen.iter_mut()).enumerate() {
+        if now > *last {
+            h.record_many(LogBuckets::value(i) * scale, (now - *last) as usize);
+            *last = now;
+        }
+    }
+}
+
 /// Publishes one snapshot under `label`.
-fn publish(label: &str, m: &Metrics) {
+fn publish(label: &str, m: &Metrics, record: &BatchRecord, seen: &mut Seen) {
+    describe();
     let b = label.to_owned();
     let set = |name: &'static str, v: u64| counter!(name, "batcher" => b.clone()).absolute(v);
-    set("microbatch_submitted_total", m.submitted);
-    set("microbatch_processed_total", m.processed);
-    set("microbatch_failed_total", m.failed);
-    set("microbatch_discarded_total", m.discarded);
-    set("microbatch_processor_errors_total", m.processor_errors);
-    set("microbatch_processor_panics_total", m.processor_panics);
+    set("microbatch_items_submitted_total", m.submitted);
+    set("microbatch_items_processed_total", m.processed);
+    set("microbatch_items_failed_total", m.failed);
+    set("microbatch_items_discarded_total", m.discarded);
     set("microbatch_other_panics_total", m.other_panics);
     set("microbatch_flusher_wakeups_total", m.flusher_wakeups);
     set("microbatch_producer_waits_total", m.producer_waits);
@@ -38,23 +113,60 @@ fn publish(label: &str, m: &Metrics) {
         ("closed", m.rejected_closed),
         ("cancelled", m.rejected_cancelled),
     ] {
-        counter!("microbatch_rejected_total", "batcher" => b.clone(), "reason" => reason)
+        counter!("microbatch_items_rejected_total", "batcher" => b.clone(), "reason" => reason)
             .absolute(v);
     }
-    for (trigger, v) in [
-        ("size", m.batches_size),
-        ("time", m.batches_time),
-        ("flush", m.batches_flush),
-        ("shutdown", m.batches_shutdown),
+    for trigger in [
+        Trigger::Size,
+        Trigger::Time,
+        Trigger::Flush,
+        Trigger::Shutdown,
     ] {
-        counter!("microbatch_batches_total", "batcher" => b.clone(), "trigger" => trigger)
+        for outcome in Outcome::ALL {
+            let v = record.outcomes[trigger_index(trigger)][outcome as usize]
+                .load(std::sync::atomic::Ordering::Relaxed);
+            counter!(
+                "microbatch_batches_total",
+                "batcher" => b.clone(),
+                "trigger" => trigger_label(trigger),
+                "outcome" => outcome.label()
+            )
             .absolute(v);
+        }
     }
     gauge!("microbatch_queue_depth", "batcher" => b.clone()).set(m.queue_depth as f64);
-    gauge!("microbatch_in_flight", "batcher" => b.clone()).set(m.in_flight as f64);
-    gauge!("microbatch_capacity", "batcher" => b.clone()).set(m.capacity as f64);
-    gauge!("microbatch_processor_busy_seconds", "batcher" => b)
+    gauge!("microbatch_queue_capacity", "batcher" => b.clone()).set(m.capacity as f64);
+    gauge!("microbatch_items_in_flight", "batcher" => b.clone()).set(m.in_flight as f64);
+    gauge!("microbatch_processor_busy_seconds", "batcher" => b.clone())
         .set(m.processor_busy_for.as_secs_f64());
+    let h = |name: &'static str| histogram!(name, "batcher" => b.clone());
+    record_new(
+        &h("microbatch_batch_size_items"),
+        &record.sizes,
+        &mut seen.sizes,
+        1.0,
+    );
+    record_new(
+        &h("microbatch_processor_duration_seconds"),
+        &record.processor_ns,
+        &mut seen.processor_ns,
+        1e-9,
+    );
+    record_new(
+        &h("microbatch_batch_oldest_wait_seconds"),
+        &record.oldest_wait_ns,
+        &mut seen.oldest_wait_ns,
+        1e-9,
+    );
+}
+
+fn trigger_label(t: Trigger) -> &'static str {
+    match t {
+        Trigger::Size => "size",
+        Trigger::Time => "time",
+        Trigger::Flush => "flush",
+        Trigger::Shutdown => "shutdown",
+    }
 }
 
 /// The exporter thread of one batcher; stopped (with a last publish) by
@@ -77,12 +189,14 @@ impl Exporter {
             .name(thread_name)
             .spawn(move || {
                 let (lock, cv) = &*s;
+                let mut seen = Seen::new();
                 let mut stopped = lock.lock();
                 loop {
                     let done = *stopped;
                     drop(stopped);
                     let m = shared.metrics();
-                    if call_quietly(|| publish(&label, &m)).is_none() {
+                    let record = shared.stats().batch_record();
+                    if call_quietly(|| publish(&label, &m, record, &mut seen)).is_none() {
                         shared.stats().count_export_panic();
                     }
                     if done {

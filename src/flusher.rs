@@ -326,11 +326,24 @@ impl<T: Send + 'static, S: Storage<T>> FlusherCore<T, S> {
     /// caught: nothing user code does here can unwind the flusher.
     fn process(&mut self, info: &BatchInfo) {
         let stats = self.shared.stats();
-        stats.set_busy_since(self.shared.clock().now());
+        let entered_at = self.shared.clock().now();
+        stats.set_busy_since(entered_at);
         let processor = &mut self.processor;
         let buf = &mut self.buf;
         let outcome = catch_unwind(AssertUnwindSafe(|| processor.process(buf, info)));
         stats.set_busy_since(0);
+        #[cfg(all(feature = "metrics", not(loom)))]
+        stats.record_batch(&crate::metrics::BatchSample {
+            trigger: info.trigger,
+            outcome: match &outcome {
+                Ok(Ok(())) => crate::metrics::Outcome::Ok,
+                Ok(Err(_)) => crate::metrics::Outcome::Error,
+                Err(_) => crate::metrics::Outcome::Panic,
+            },
+            len: info.len as u64,
+            processor_ns: self.shared.clock().now().saturating_sub(entered_at),
+            oldest_wait_ns: u64::try_from(info.oldest_age.as_nanos()).unwrap_or(u64::MAX),
+        });
         let tally = &mut self.tally;
         let failure = match outcome {
             Ok(Ok(())) => None,

@@ -178,6 +178,9 @@ pub(crate) struct FlusherStats {
     export_panics: AtomicU64,
     /// Clock time the processor entered the current batch; 0 outside one.
     busy_since: AtomicU64,
+    /// Per-batch distributions and outcomes (feature `metrics`).
+    #[cfg(all(feature = "metrics", not(loom)))]
+    batch_record: BatchRecord,
 }
 
 impl FlusherStats {
@@ -197,7 +200,28 @@ impl FlusherStats {
             other_panics: AtomicU64::new(0),
             export_panics: AtomicU64::new(0),
             busy_since: AtomicU64::new(0),
+            #[cfg(all(feature = "metrics", not(loom)))]
+            batch_record: BatchRecord::new(),
         }
+    }
+
+    /// Records one finished batch for the exporter's histograms and its
+    /// outcome counter (feature `metrics`; the flusher only, a few relaxed
+    /// stores, no allocation).
+    #[cfg(all(feature = "metrics", not(loom)))]
+    pub(crate) fn record_batch(&self, b: &BatchSample) {
+        let r = &self.batch_record;
+        r.sizes.record(b.len);
+        r.processor_ns.record(b.processor_ns);
+        r.oldest_wait_ns.record(b.oldest_wait_ns);
+        let c = &r.outcomes[trigger_index(b.trigger)][b.outcome as usize];
+        c.store(c.load(Ordering::Relaxed) + 1, Ordering::Relaxed);
+    }
+
+    /// What [`record_batch`](FlusherStats::record_batch) recorded so far.
+    #[cfg(all(feature = "metrics", not(loom)))]
+    pub(crate) fn batch_record(&self) -> &BatchRecord {
+        &self.batch_record
     }
 
     /// Opens a write of the item counts under `seq` (the flusher only).
@@ -298,6 +322,160 @@ impl FlusherStats {
         let since = self.busy_since.load(Ordering::Relaxed);
         if since != 0 {
             m.processor_busy_for = Duration::from_nanos(now.saturating_sub(since));
+        }
+    }
+}
+
+/// How a batch ended, for the `outcome` label.
+#[cfg(all(feature = "metrics", not(loom)))]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Outcome {
+    Ok = 0,
+    Error = 1,
+    Panic = 2,
+}
+
+#[cfg(all(feature = "metrics", not(loom)))]
+impl Outcome {
+    pub(crate) const ALL: [Outcome; 3] = [Outcome::Ok, Outcome::Error, Outcome::Panic];
+
+    pub(crate) fn label(self) -> &'static str {
+        match self {
+            Outcome::Ok => "ok",
+            Outcome::Error => "error",
+            Outcome::Panic => "panic",
+        }
+    }
+}
+
+/// One finished batch, as the exporter's histograms see it.
+#[cfg(all(feature = "metrics", not(loom)))]
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct BatchSample {
+    pub(crate) trigger: Trigger,
+    pub(crate) outcome: Outcome,
+    pub(crate) len: u64,
+    /// Time in the processor.
+    pub(crate) processor_ns: u64,
+    /// How long the batch's oldest item had waited when the processor got
+    /// it (a bound from below on its arrival, so this errs long).
+    pub(crate) oldest_wait_ns: u64,
+}
+
+/// Per-batch distributions, as log-scale bucket counts the flusher bumps
+/// and the exporter turns into `metrics` histogram samples (one
+/// `record_many` per bucket that moved since its last publish): exact
+/// counts, values to within a bucket (4 buckets per power of two, so
+/// within 19%).
+#[cfg(all(feature = "metrics", not(loom)))]
+#[derive(Debug)]
+pub(crate) struct BatchRecord {
+    pub(crate) sizes: LogBuckets,
+    pub(crate) processor_ns: LogBuckets,
+    pub(crate) oldest_wait_ns: LogBuckets,
+    /// Batches by trigger and outcome.
+    pub(crate) outcomes: [[AtomicU64; 3]; 4],
+}
+
+#[cfg(all(feature = "metrics", not(loom)))]
+impl BatchRecord {
+    fn new() -> Self {
+        BatchRecord {
+            sizes: LogBuckets::new(),
+            processor_ns: LogBuckets::new(),
+            oldest_wait_ns: LogBuckets::new(),
+            outcomes: std::array::from_fn(|_| std::array::from_fn(|_| AtomicU64::new(0))),
+        }
+    }
+}
+
+/// Counts of values in log-scale buckets: bucket 0 holds 0, then four
+/// buckets per power of two. Single writer (relaxed load + store), any
+/// number of readers.
+#[cfg(all(feature = "metrics", not(loom)))]
+#[derive(Debug)]
+pub(crate) struct LogBuckets(Box<[AtomicU64]>);
+
+#[cfg(all(feature = "metrics", not(loom)))]
+impl LogBuckets {
+    pub(crate) const LEN: usize = 1 + 64 * 4;
+
+    fn new() -> Self {
+        LogBuckets((0..Self::LEN).map(|_| AtomicU64::new(0)).collect())
+    }
+
+    /// The bucket of `v`.
+    pub(crate) fn index(v: u64) -> usize {
+        if v == 0 {
+            return 0;
+        }
+        let e = 63 - v.leading_zeros() as usize;
+        let sub = if e >= 2 {
+            (v >> (e - 2)) & 3
+        } else {
+            (v << (2 - e)) & 3
+        };
+        1 + e * 4 + sub as usize
+    }
+
+    /// The value that stands for bucket `i`: the middle of its range.
+    pub(crate) fn value(i: usize) -> f64 {
+        if i == 0 {
+            return 0.0;
+        }
+        let (e, sub) = ((i - 1) / 4, (i - 1) % 4);
+        let base = 2f64.powi(e as i32);
+        let width = base / 4.0;
+        base + width * sub as f64 + width / 2.0
+    }
+
+    fn record(&self, v: u64) {
+        let c = &self.0[Self::index(v)];
+        c.store(c.load(Ordering::Relaxed) + 1, Ordering::Relaxed);
+    }
+
+    /// The count in each bucket.
+    pub(crate) fn counts(&self) -> impl Iterator<Item = u64> + '_ {
+        self.0.iter().map(|c| c.load(Ordering::Relaxed))
+    }
+}
+
+#[cfg(all(test, feature = "metrics", not(loom)))]
+mod tests {
+    use super::LogBuckets;
+
+    #[test]
+    fn buckets_hold_their_values() {
+        for v in [
+            0u64,
+            1,
+            2,
+            3,
+            4,
+            5,
+            7,
+            8,
+            100,
+            511,
+            512,
+            1_000_000,
+            u64::MAX,
+        ] {
+            let i = LogBuckets::index(v);
+            assert!(i < LogBuckets::LEN, "{v} -> {i}");
+            let mid = LogBuckets::value(i);
+            if v > 0 {
+                // Within the bucket's width (a quarter of its power of two).
+                let err = (mid - v as f64).abs() / v as f64;
+                assert!(err <= 0.25, "{v}: bucket {i} stands for {mid} ({err})");
+            }
+        }
+        // Monotone: a larger value never lands in a lower bucket.
+        let mut last = 0;
+        for v in 0..10_000u64 {
+            let i = LogBuckets::index(v);
+            assert!(i >= last, "{v}");
+            last = i;
         }
     }
 }

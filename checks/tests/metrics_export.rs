@@ -90,38 +90,60 @@ fn counters_reach_the_recorder() {
             .unwrap_or_else(|| panic!("{name} {label:?} not exported"))
     };
     assert_eq!(
-        value("microbatch_submitted_total", None),
+        value("microbatch_items_submitted_total", None),
         (
             MetricKind::Counter,
             format!("{:?}", DebugValue::Counter(report.submitted))
         )
     );
     assert_eq!(
-        value("microbatch_processed_total", None),
+        value("microbatch_items_processed_total", None),
         (
             MetricKind::Counter,
             format!("{:?}", DebugValue::Counter(95 - report.rejected_full))
         )
     );
     assert_eq!(
-        value("microbatch_rejected_total", Some(("reason", "closed"))),
+        value(
+            "microbatch_items_rejected_total",
+            Some(("reason", "closed"))
+        ),
         (MetricKind::Counter, format!("{:?}", DebugValue::Counter(1)))
     );
     assert_eq!(
-        value("microbatch_rejected_total", Some(("reason", "full"))).1,
+        value("microbatch_items_rejected_total", Some(("reason", "full"))).1,
         format!("{:?}", DebugValue::Counter(report.rejected_full))
     );
-    let batches: u64 = ["size", "time", "flush", "shutdown"]
-        .iter()
-        .map(|t| {
-            let v = value("microbatch_batches_total", Some(("trigger", t))).1;
-            v.trim_start_matches("Counter(")
-                .trim_end_matches(')')
-                .parse::<u64>()
-                .unwrap()
-        })
-        .sum();
-    assert_eq!(batches, report.batches());
+    // Batches by trigger and outcome: every batch once, all of them ok.
+    let batches = |outcome: &str| -> u64 {
+        ["size", "time", "flush", "shutdown"]
+            .iter()
+            .map(|t| {
+                let v = snap
+                    .iter()
+                    .find(|(k, _, _, _)| {
+                        k.key().name() == "microbatch_batches_total"
+                            && k.key()
+                                .labels()
+                                .any(|l| l.key() == "batcher" && l.value() == "orders")
+                            && k.key()
+                                .labels()
+                                .any(|l| l.key() == "trigger" && l.value() == *t)
+                            && k.key()
+                                .labels()
+                                .any(|l| l.key() == "outcome" && l.value() == outcome)
+                    })
+                    .map(|(_, _, _, v)| format!("{v:?}"))
+                    .unwrap_or_else(|| panic!("batches {t} {outcome} not exported"));
+                v.trim_start_matches("Counter(")
+                    .trim_end_matches(')')
+                    .parse::<u64>()
+                    .unwrap()
+            })
+            .sum()
+    };
+    assert_eq!(batches("ok"), report.batches());
+    assert_eq!(batches("error") + batches("panic"), 0);
     assert_eq!(
         value("microbatch_queue_depth", None).1,
         format!("{:?}", DebugValue::Gauge(0.0.into()))
@@ -157,7 +179,7 @@ fn series_move_during_a_stall() {
         rejected |= value_of(
             &snap,
             "stalled",
-            "microbatch_rejected_total",
+            "microbatch_items_rejected_total",
             Some(("reason", "full")),
         ) == Some(format!("{:?}", DebugValue::Counter(10)));
         depth |= value_of(&snap, "stalled", "microbatch_queue_depth", None)
@@ -207,7 +229,7 @@ fn default_labels_are_unique() {
             "one series per batcher: {seen:?}"
         );
         for (k, _, _, v) in snapshotter().snapshot().into_vec() {
-            if k.key().name() != "microbatch_submitted_total" {
+            if k.key().name() != "microbatch_items_submitted_total" {
                 continue;
             }
             if let Some(l) = k.key().labels().find(|l| l.key() == "batcher") {
@@ -226,4 +248,101 @@ fn default_labels_are_unique() {
     assert_ne!(label_of(13), label_of(10), "{seen:?}");
     a.shutdown();
     b.shutdown();
+}
+
+/// Every batch reaches the histograms (batch size, time in the processor,
+/// the oldest item's wait) and the batch counter by outcome; every series
+/// carries its unit and description.
+#[test]
+fn histograms_outcomes_and_descriptions() {
+    let _serial = serial();
+    let snapshotter = snapshotter();
+
+    // Batches of 10 from one thread: ids 0..10, 10..20, ...; the batch
+    // holding 13 fails with an error, the one holding 27 panics.
+    let batcher = Batcher::builder()
+        .thread_name("shaped")
+        .max_batch_size(10)
+        .shards(1)
+        .max_delay(Duration::MAX)
+        .build(
+            |batch: &mut Vec<u32>, _: &BatchInfo| -> Result<(), String> {
+                if batch.contains(&27) {
+                    panic!("a deliberate panic for the outcome label");
+                }
+                if batch.contains(&13) {
+                    return Err("a deliberate error".into());
+                }
+                batch.clear();
+                Ok(())
+            },
+        )
+        .unwrap();
+    for i in 0..100 {
+        batcher.submit(i).unwrap();
+    }
+    let report = batcher.shutdown();
+    assert_eq!(report.batches(), 10, "{report:?}");
+    assert_eq!((report.processor_errors, report.processor_panics), (1, 1));
+
+    let snap = snapshotter.snapshot().into_vec();
+    let find = |name: &str, extra: &[(&str, &str)]| {
+        snap.iter()
+            .find(|(k, _, _, _)| {
+                k.key().name() == name
+                    && k.key()
+                        .labels()
+                        .any(|l| l.key() == "batcher" && l.value() == "shaped")
+                    && extra.iter().all(|(ek, ev)| {
+                        k.key().labels().any(|l| l.key() == *ek && l.value() == *ev)
+                    })
+            })
+            .unwrap_or_else(|| panic!("{name} {extra:?} not exported"))
+    };
+    // Summed over the triggers (the last batches may go at shutdown).
+    let count = |outcome: &str| -> u64 {
+        ["size", "time", "flush", "shutdown"]
+            .iter()
+            .map(|t| {
+                let (_, _, _, v) = find(
+                    "microbatch_batches_total",
+                    &[("trigger", t), ("outcome", outcome)],
+                );
+                match v {
+                    DebugValue::Counter(n) => *n,
+                    other => panic!("not a counter: {other:?}"),
+                }
+            })
+            .sum()
+    };
+    assert_eq!((count("ok"), count("error"), count("panic")), (8, 1, 1));
+
+    let samples = |name: &str| match &find(name, &[]).3 {
+        DebugValue::Histogram(v) => v.iter().map(|x| x.into_inner()).collect::<Vec<f64>>(),
+        other => panic!("{name} is not a histogram: {other:?}"),
+    };
+    // One sample per batch, each standing for 10 items (within a bucket:
+    // 10 lands in [10, 12), whose middle is 11).
+    let sizes = samples("microbatch_batch_size_items");
+    assert_eq!(sizes.len(), 10, "{sizes:?}");
+    assert!(
+        sizes.iter().all(|&v| (10.0..12.0).contains(&v)),
+        "{sizes:?}"
+    );
+    let durations = samples("microbatch_processor_duration_seconds");
+    assert_eq!(durations.len(), 10);
+    assert!(
+        durations.iter().all(|&v| (0.0..60.0).contains(&v)),
+        "{durations:?}"
+    );
+    assert_eq!(samples("microbatch_batch_oldest_wait_seconds").len(), 10);
+
+    // Units and descriptions, Prometheus-style names.
+    let (_, unit, description, _) = find("microbatch_processor_duration_seconds", &[]);
+    assert_eq!(*unit, Some(metrics::Unit::Seconds));
+    assert!(description
+        .as_ref()
+        .is_some_and(|d| d.contains("processor")));
+    let (_, unit, _, _) = find("microbatch_queue_capacity", &[]);
+    assert_eq!(*unit, Some(metrics::Unit::Count));
 }
