@@ -107,6 +107,20 @@ fn paced(period: Duration, run_for: Duration, epoch: Instant, mut submit: impl F
     n
 }
 
+/// Appends `v`'s distribution to the CDF file `bench/charts.py` draws:
+/// a ladder of quantiles, denser towards the tail.
+fn write_cdf(out: &mut String, period: Duration, name: &str, v: &mut [u64]) {
+    v.sort_unstable();
+    let mut qs: Vec<f64> = (0..100).map(|k| k as f64 / 100.0).collect();
+    qs.extend((1..10).map(|k| 0.99 + k as f64 / 1000.0));
+    qs.extend((1..10).map(|k| 0.999 + k as f64 / 10_000.0));
+    qs.push(1.0);
+    for q in qs {
+        let ns = v[((v.len() - 1) as f64 * q).round() as usize];
+        out.push_str(&format!("{period:?},{name},{q},{ns}\n"));
+    }
+}
+
 fn percentiles(mut v: Vec<u64>) -> [Duration; 4] {
     v.sort_unstable();
     let at = |p: f64| Duration::from_nanos(v[((v.len() - 1) as f64 * p).round() as usize]);
@@ -204,6 +218,7 @@ fn main() {
     );
     println!("| period | adapter | p50 | p99 | p99.9 | max |");
     println!("|---|---|---|---|---|---|");
+    let mut cdf = String::from("period,adapter,quantile,ns\n");
     for period in [
         Duration::from_micros(1),
         Duration::from_micros(5),
@@ -225,10 +240,18 @@ fn main() {
             ("crossbeam-channel".into(), crossbeam(period, run_for)),
             ("disruptor".into(), disruptor(period, run_for)),
         ];
-        for (name, v) in rows.drain(..) {
+        for (name, mut v) in rows.drain(..) {
+            write_cdf(&mut cdf, period, &name, &mut v);
             let [p50, p99, p999, max] = percentiles(v);
             println!("| {period:?} | {name} | {p50:.1?} | {p99:.1?} | {p999:.1?} | {max:.1?} |");
         }
+    }
+    if full {
+        // For bench/charts.py; only from a full run (a test run's 10 ms
+        // cells are too short to draw).
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../target/latency-cdf.csv");
+        std::fs::write(path, &cdf).expect("writing target/latency-cdf.csv");
+        println!("\n(distributions written to target/latency-cdf.csv)");
     }
     let (wakes, allocs_per_item, batches, allocs) =
         steady_state(if full { 2_000_000 } else { 20_000 });
