@@ -27,7 +27,7 @@ fn recorder_installed_after_build() {
         .into_vec()
         .into_iter()
         .find(|(k, _, _, _)| {
-            k.key().name() == "microbatch_submitted_total"
+            k.key().name() == "microbatch_items_submitted_total"
                 && k.key()
                     .labels()
                     .any(|l| l.key() == "batcher" && l.value() == "late")
