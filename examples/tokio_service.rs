@@ -50,6 +50,26 @@ fn main() {
     );
 }
 
+/// Closes `batcher` and waits at most `deadline` for its flusher to
+/// process everything accepted; `None` (and what was left) if it did not.
+async fn shut_down<T: Send + 'static>(
+    what: &str,
+    batcher: &Batcher<T>,
+    deadline: Duration,
+) -> Option<microbatch::Metrics> {
+    match tokio::time::timeout(deadline, batcher.shutdown_async()).await {
+        Ok(Ok(m)) => Some(m),
+        Ok(Err(e)) => panic!("{what}: shutdown: {e}"),
+        Err(_) => {
+            eprintln!(
+                "{what}: not drained within {deadline:?}: {:?}",
+                batcher.metrics()
+            );
+            None
+        }
+    }
+}
+
 async fn service(run_for: Duration) -> bool {
     // Lookups: one round trip per batch, at most 2 ms wait. The batch size
     // fits the concurrency: 64 handlers each waiting for its answer never
@@ -144,27 +164,11 @@ async fn service(run_for: Duration) -> bool {
         h.await.expect("a handler panicked");
     }
     let deadline = Duration::from_secs(5);
-    let lookup_report = match tokio::time::timeout(deadline, lookups.shutdown_async()).await {
-        Ok(Ok(m)) => m,
-        Ok(Err(e)) => panic!("lookup shutdown: {e}"),
-        Err(_) => {
-            eprintln!(
-                "lookups: not drained within {deadline:?}: {:?}",
-                lookups.metrics()
-            );
-            return false;
-        }
-    };
-    let telemetry_report = match tokio::time::timeout(deadline, telemetry.shutdown_async()).await {
-        Ok(Ok(m)) => m,
-        Ok(Err(e)) => panic!("telemetry shutdown: {e}"),
-        Err(_) => {
-            eprintln!(
-                "telemetry: not drained within {deadline:?}: {:?}",
-                telemetry.metrics()
-            );
-            return false;
-        }
+    let (Some(lookup_report), Some(telemetry_report)) = (
+        shut_down("lookups", &lookups, deadline).await,
+        shut_down("telemetry", &telemetry, deadline).await,
+    ) else {
+        return false;
     };
     let elapsed = started.elapsed();
 

@@ -31,27 +31,51 @@ fn serial() -> std::sync::MutexGuard<'static, ()> {
     SERIAL.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-type Snap = Vec<(
+/// One series of a debugging-recorder snapshot.
+type Entry = (
     metrics_util::CompositeKey,
     Option<metrics::Unit>,
     Option<metrics::SharedString>,
     DebugValue,
-)>;
+);
+type Snap = Vec<Entry>;
 
-/// In one snapshot `snap`: the value of series `name` with label `batcher`
-/// = `label` (and one more label if given), as its Debug text.
+/// In one snapshot `snap`: series `name` with label `batcher` = `batcher`
+/// and every label of `labels`.
+fn series<'a>(
+    snap: &'a Snap,
+    batcher: &str,
+    name: &str,
+    labels: &[(&str, &str)],
+) -> Option<&'a Entry> {
+    snap.iter().find(|(k, _, _, _)| {
+        let has = |key: &str, value: &str| {
+            k.key()
+                .labels()
+                .any(|l| l.key() == key && l.value() == value)
+        };
+        k.key().name() == name && has("batcher", batcher) && labels.iter().all(|(k, v)| has(k, v))
+    })
+}
+
+/// The value of a series as its Debug text.
 fn value_of(snap: &Snap, label: &str, name: &str, extra: Option<(&str, &str)>) -> Option<String> {
-    snap.iter()
-        .find(|(k, _, _, _)| {
-            k.key().name() == name
-                && k.key()
-                    .labels()
-                    .any(|l| l.key() == "batcher" && l.value() == label)
-                && extra.is_none_or(|(ek, ev)| {
-                    k.key().labels().any(|l| l.key() == ek && l.value() == ev)
-                })
+    let labels: Vec<(&str, &str)> = extra.into_iter().collect();
+    series(snap, label, name, &labels).map(|(_, _, _, v)| format!("{v:?}"))
+}
+
+/// Batches of one outcome, summed over the triggers.
+fn batches_with_outcome(snap: &Snap, batcher: &str, outcome: &str) -> u64 {
+    ["size", "time", "flush", "shutdown"]
+        .iter()
+        .map(|t| {
+            let labels = [("trigger", *t), ("outcome", outcome)];
+            match series(snap, batcher, "microbatch_batches_total", &labels) {
+                Some((_, _, _, DebugValue::Counter(n))) => *n,
+                other => panic!("batches {t} {outcome}: {other:?}"),
+            }
         })
-        .map(|(_, _, _, v)| format!("{v:?}"))
+        .sum()
 }
 
 #[test]
@@ -76,16 +100,8 @@ fn counters_reach_the_recorder() {
 
     let snap = snapshotter.snapshot().into_vec();
     let value = |name: &str, label: Option<(&str, &str)>| {
-        snap.iter()
-            .find(|(k, _, _, _)| {
-                k.key().name() == name
-                    && k.key()
-                        .labels()
-                        .any(|l| l.key() == "batcher" && l.value() == "orders")
-                    && label.is_none_or(|(lk, lv)| {
-                        k.key().labels().any(|l| l.key() == lk && l.value() == lv)
-                    })
-            })
+        let labels: Vec<(&str, &str)> = label.into_iter().collect();
+        series(&snap, "orders", name, &labels)
             .map(|(k, _, _, v)| (k.kind(), format!("{v:?}")))
             .unwrap_or_else(|| panic!("{name} {label:?} not exported"))
     };
@@ -115,33 +131,7 @@ fn counters_reach_the_recorder() {
         format!("{:?}", DebugValue::Counter(report.rejected_full))
     );
     // Batches by trigger and outcome: every batch once, all of them ok.
-    let batches = |outcome: &str| -> u64 {
-        ["size", "time", "flush", "shutdown"]
-            .iter()
-            .map(|t| {
-                let v = snap
-                    .iter()
-                    .find(|(k, _, _, _)| {
-                        k.key().name() == "microbatch_batches_total"
-                            && k.key()
-                                .labels()
-                                .any(|l| l.key() == "batcher" && l.value() == "orders")
-                            && k.key()
-                                .labels()
-                                .any(|l| l.key() == "trigger" && l.value() == *t)
-                            && k.key()
-                                .labels()
-                                .any(|l| l.key() == "outcome" && l.value() == outcome)
-                    })
-                    .map(|(_, _, _, v)| format!("{v:?}"))
-                    .unwrap_or_else(|| panic!("batches {t} {outcome} not exported"));
-                v.trim_start_matches("Counter(")
-                    .trim_end_matches(')')
-                    .parse::<u64>()
-                    .unwrap()
-            })
-            .sum()
-    };
+    let batches = |outcome: &str| batches_with_outcome(&snap, "orders", outcome);
     assert_eq!(batches("ok"), report.batches());
     assert_eq!(batches("error") + batches("panic"), 0);
     assert_eq!(
@@ -287,34 +277,11 @@ fn histograms_outcomes_and_descriptions() {
 
     let snap = snapshotter.snapshot().into_vec();
     let find = |name: &str, extra: &[(&str, &str)]| {
-        snap.iter()
-            .find(|(k, _, _, _)| {
-                k.key().name() == name
-                    && k.key()
-                        .labels()
-                        .any(|l| l.key() == "batcher" && l.value() == "shaped")
-                    && extra.iter().all(|(ek, ev)| {
-                        k.key().labels().any(|l| l.key() == *ek && l.value() == *ev)
-                    })
-            })
+        series(&snap, "shaped", name, extra)
             .unwrap_or_else(|| panic!("{name} {extra:?} not exported"))
     };
     // Summed over the triggers (the last batches may go at shutdown).
-    let count = |outcome: &str| -> u64 {
-        ["size", "time", "flush", "shutdown"]
-            .iter()
-            .map(|t| {
-                let (_, _, _, v) = find(
-                    "microbatch_batches_total",
-                    &[("trigger", t), ("outcome", outcome)],
-                );
-                match v {
-                    DebugValue::Counter(n) => *n,
-                    other => panic!("not a counter: {other:?}"),
-                }
-            })
-            .sum()
-    };
+    let count = |outcome: &str| batches_with_outcome(&snap, "shaped", outcome);
     assert_eq!((count("ok"), count("error"), count("panic")), (8, 1, 1));
 
     let samples = |name: &str| match &find(name, &[]).3 {
