@@ -1,8 +1,8 @@
 //! The batcher's counters through the `metrics` facade (feature `metrics`).
 //!
 //! A small exporter thread per batcher publishes a snapshot every
-//! `metrics_interval` (default 500 ms) and once more when the batcher is
-//! shut down: nothing is added to the submit path (the flusher adds a few
+//! `metrics_interval` (default 500 ms, the first one interval after
+//! `build()`) and once more when the batcher is shut down: nothing is added to the submit path (the flusher adds a few
 //! relaxed stores per batch, for the histograms), and the exported series
 //! keep moving while a processor stalls (queue depth,
 //! rejections, `microbatch_processor_busy_seconds`). The per-batch
@@ -192,6 +192,12 @@ impl Exporter {
                 let mut seen = Seen::new();
                 let mut stopped = lock.lock();
                 loop {
+                    // The first publish comes one interval after the build
+                    // (or at the stop): nothing is allocated for export
+                    // while a short-lived batcher starts.
+                    if !*stopped {
+                        stopped = cv.wait_timeout(stopped, every);
+                    }
                     let done = *stopped;
                     drop(stopped);
                     let m = shared.metrics();
@@ -203,9 +209,6 @@ impl Exporter {
                         return;
                     }
                     stopped = lock.lock();
-                    if !*stopped {
-                        stopped = cv.wait_timeout(stopped, every);
-                    }
                 }
             })?;
         Ok(Exporter {
