@@ -8,9 +8,19 @@
 #![cfg(loom)]
 
 use loom::thread;
-use microbatch::BatchInfo;
+use microbatch::{BatchInfo, Metrics};
 use microbatch_loom_tests::{builder, model, recorder, trace, Seen};
 use std::sync::Arc;
+
+/// What every snapshot of a one-slot shard with batches of one must hold.
+fn assert_consistent(m: &Metrics) {
+    assert_eq!(
+        m.processed + m.failed + m.in_flight + m.queue_depth,
+        m.submitted,
+        "{m:?}"
+    );
+    assert!(m.queue_depth <= 1 && m.in_flight <= 1, "{m:?}");
+}
 
 #[test]
 fn snapshot_is_consistent() {
@@ -23,13 +33,7 @@ fn snapshot_is_consistent() {
             // Accepted only once the flusher has taken item 1.
             b.try_submit(2).is_ok()
         });
-        let m = batcher.metrics();
-        assert_eq!(
-            m.processed + m.failed + m.in_flight + m.queue_depth,
-            m.submitted,
-            "{m:?}"
-        );
-        assert!(m.queue_depth <= 1 && m.in_flight <= 1, "{m:?}");
+        assert_consistent(&batcher.metrics());
         let second = producer.join().unwrap();
         let n = 1 + usize::from(second);
         seen.wait_for(n);
@@ -76,12 +80,7 @@ fn snapshot_while_the_processor_holds_a_batch() {
         });
         let m = batcher.metrics();
         trace(format!("snapshot {m:?}"));
-        assert_eq!(
-            m.processed + m.failed + m.in_flight + m.queue_depth,
-            m.submitted,
-            "{m:?}"
-        );
-        assert!(m.queue_depth <= 1 && m.in_flight <= 1, "{m:?}");
+        assert_consistent(&m);
         let second = producer.join().unwrap();
         let report = Arc::try_unwrap(batcher).expect("sole owner").shutdown();
         assert_eq!(report.processed, 1 + u64::from(second));

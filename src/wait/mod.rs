@@ -81,40 +81,29 @@ impl WaitQueue {
         out
     }
 
-    /// One wait on the condvar, until notified or `deadline`.
-    #[cfg(not(loom))]
+    /// One wait on the condvar, until notified or `deadline`. Under loom a
+    /// timed wait lets the deadline pass instead (loom's condvar cannot
+    /// time out); the caller's loop re-checks.
     fn block<'a>(
         &'a self,
         guard: MutexGuard<'a, Wakers>,
         clock: &Clock,
         deadline: Option<u64>,
     ) -> MutexGuard<'a, Wakers> {
-        match deadline {
-            None => self.cv.wait(guard),
-            Some(at) => {
-                let left = std::time::Duration::from_nanos(at.saturating_sub(clock.now()));
-                self.cv.wait_timeout(guard, left)
-            }
+        let Some(at) = deadline else {
+            return self.cv.wait(guard);
+        };
+        #[cfg(not(loom))]
+        {
+            let left = std::time::Duration::from_nanos(at.saturating_sub(clock.now()));
+            self.cv.wait_timeout(guard, left)
         }
-    }
-
-    /// Under loom: a timed wait lets the deadline pass (loom's condvar
-    /// cannot time out); the caller's loop re-checks.
-    #[cfg(loom)]
-    fn block<'a>(
-        &'a self,
-        guard: MutexGuard<'a, Wakers>,
-        clock: &Clock,
-        deadline: Option<u64>,
-    ) -> MutexGuard<'a, Wakers> {
-        match deadline {
-            None => self.cv.wait(guard),
-            Some(at) => {
-                drop(guard);
-                clock.advance_to(at);
-                loom::thread::yield_now();
-                self.lock.lock()
-            }
+        #[cfg(loom)]
+        {
+            drop(guard);
+            clock.advance_to(at);
+            loom::thread::yield_now();
+            self.lock.lock()
         }
     }
 
