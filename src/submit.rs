@@ -44,9 +44,9 @@ impl<T, S: Storage<T>> Shared<T, S> {
     pub(crate) fn try_push(&self, item: T) -> Result<(), (Refusal, T)> {
         let shard = self.shard();
         match self.reserve(shard, 1) {
-            Ok((n, _)) => {
-                self.push_reserved(shard, n, item);
-                self.after_push(shard, n + 1);
+            Ok(mut slots) => {
+                slots.push(item);
+                self.after_push(slots);
                 Ok(())
             }
             Err(r) => Err((r, item)),
@@ -95,11 +95,12 @@ impl<T, S: Storage<T>> Shared<T, S> {
         let shard = self.shard();
         while !items.is_empty() {
             match self.reserve(shard, items.len() as u64) {
-                Ok((n, granted)) => {
-                    for (k, item) in items.drain(..granted as usize).enumerate() {
-                        self.push_reserved(shard, n + k as u64, item);
+                Ok(mut slots) => {
+                    let granted = slots.len() as usize;
+                    for item in items.drain(..granted) {
+                        slots.push(item);
                     }
-                    self.after_push(shard, n + granted);
+                    self.after_push(slots);
                 }
                 Err(r) => {
                     let r = if r == Refusal::Full {

@@ -3,7 +3,7 @@
 //!
 //! | file | protocol | producer / caller half | flusher half | loom models |
 //! |---|---|---|---|---|
-//! | [`shard`] | admission: the shard tail, the thread's shard | `reserve`, `push_reserved`, `room_ready` | `take`, `release` | `order`, `blocked`, `close_race` |
+//! | [`shard`] | admission: the shard tail, the thread's shard | `reserve`, `Reservation::push`, `room_ready` | `take`, `release` | `order`, `blocked`, `close_race` |
 //! | [`wake`] | waking a parked flusher | `after_push`, `wake_flusher` | [`wake::Sleeper::park`] (thresholds, `SLEEPING`, re-check) | `wake` |
 //! | [`flush`] | the flush barrier | `request_flush`, `flush_until` | `take_flush_request`, `batch_done` | `flush`, `reentrant` |
 //! | [`close`] | close, drain, reopen; the flusher's phase | `close`, `reopen`, `done` | `final_counts`, `start_run`, `end_run` | `close_race`, `drop_active`, `user_flusher` |

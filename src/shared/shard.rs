@@ -6,8 +6,9 @@
 //! `accepted << 1 | CLOSED_MARK`. A submit *reserves* slots with one
 //! `SeqCst` CAS on it ([`Shared::reserve`]), admitted only if
 //! `accepted - popped < capacity` and the mark is clear, and then pushes its
-//! items, numbered by the reservation ([`Shared::push_reserved`]; the
-//! default ring storage uses the number as its slot). Every reservation is
+//! items, numbered by the reservation ([`Reservation::push`], the only
+//! holder of those numbers; the default ring storage uses the number as
+//! its slot). Every reservation is
 //! followed by exactly one push per slot, so:
 //! - the push never finds the storage full (admission is ours, not the
 //!   storage's), and the ring's slot is free: the flusher stored the
@@ -163,9 +164,14 @@ impl<T, S: Storage<T>> Shared<T, S> {
         &self.shards[idx]
     }
 
-    /// Reserves up to `want` slots on `shard`: `(first index, granted)`.
+    /// Reserves up to `want` slots on `shard`. The slots are filled through
+    /// the returned [`Reservation`], which alone holds their numbers.
     #[inline]
-    pub(crate) fn reserve(&self, shard: &Shard<S>, want: u64) -> Result<(u64, u64), Refusal> {
+    pub(crate) fn reserve<'a>(
+        &self,
+        shard: &'a Shard<S>,
+        want: u64,
+    ) -> Result<Reservation<'a, S>, Refusal> {
         let cap = self.cfg.capacity;
         let tail = &shard.prod.tail;
         let mut t = tail.load(Ordering::Relaxed);
@@ -192,38 +198,14 @@ impl<T, S: Storage<T>> Shared<T, S> {
                 Ordering::SeqCst,
                 Ordering::Relaxed,
             ) {
-                Ok(_) => return Ok((n, grant)),
-                Err(actual) => t = actual,
-            }
-        }
-    }
-
-    /// Pushes an item whose slot is reserved.
-    #[inline]
-    #[allow(unsafe_code)]
-    pub(crate) fn push_reserved(&self, shard: &Shard<S>, index: u64, item: T) {
-        if let Some(ring) = shard.storage.__ring(Seal(())) {
-            // SAFETY: `Ring::push`'s contract holds: `index` came from this
-            // shard's reservation CAS, which hands each number out once; the
-            // ring is this shard's alone (a `RingStorage` is owned by one
-            // shard and no other storage can expose a ring); and the CAS
-            // admitted `index` only after an Acquire load of a `popped`
-            // above `index - capacity`, stored by the flusher after its take
-            // of that slot's previous item.
-            unsafe { ring.push(index, item) };
-            return;
-        }
-        let mut item = item;
-        loop {
-            match shard.storage.push(item) {
-                Ok(()) => return,
-                // Only a storage that breaks its contract (refusing below its
-                // capacity) gets here: wait for the flusher to pop.
-                Err(back) => {
-                    item = back;
-                    spin_hint();
-                    thread::yield_now();
+                Ok(_) => {
+                    return Ok(Reservation {
+                        shard,
+                        next: n,
+                        end: n + grant,
+                    })
                 }
+                Err(actual) => t = actual,
             }
         }
     }
@@ -241,6 +223,76 @@ impl<T, S: Storage<T>> Shared<T, S> {
         }
         let used = (t >> 1).saturating_sub(shard.cons.popped.0.load(Ordering::SeqCst));
         (cap - used.min(cap) >= self.cfg.resume_room).then_some(Ok(()))
+    }
+}
+
+/// Slots `next..end` of one shard, reserved by one CAS and not yet
+/// filled: the only holder of their numbers, so each is pushed once, in
+/// order, by whoever reserved it. Finished by `Shared::after_push`.
+#[must_use = "reserved slots must be filled, or the flusher waits for them"]
+pub(crate) struct Reservation<'a, S> {
+    shard: &'a Shard<S>,
+    next: u64,
+    end: u64,
+}
+
+impl<'a, S> Reservation<'a, S> {
+    /// How many slots are still to fill.
+    #[inline]
+    pub(crate) fn len(&self) -> u64 {
+        self.end - self.next
+    }
+
+    /// The shard and the accepted count once every slot is filled (for the
+    /// wake check).
+    #[inline]
+    pub(super) fn finish(self) -> (&'a Shard<S>, u64) {
+        debug_assert_eq!(self.next, self.end, "a reserved slot left unfilled");
+        (self.shard, self.end)
+    }
+
+    /// Fills the next reserved slot with `item`.
+    ///
+    /// # Panics
+    ///
+    /// If every slot is filled already (a bug of ours: the check keeps the
+    /// ring's contract, and compiles away where the caller's loop bounds
+    /// it).
+    #[inline]
+    #[allow(unsafe_code)]
+    pub(crate) fn push<T>(&mut self, item: T)
+    where
+        S: Storage<T>,
+    {
+        assert!(self.next < self.end, "more items than reserved slots");
+        let index = self.next;
+        self.next += 1;
+        if let Some(ring) = self.shard.storage.__ring(Seal(())) {
+            // SAFETY: `Ring::push`'s contract holds: `index` is below `end`,
+            // so it is one of the numbers this reservation's CAS handed out,
+            // each once, and `next` moves past it (a `Reservation` is the
+            // only holder of them and is not `Clone`); the ring is this
+            // shard's alone (a `RingStorage` is owned by one shard and no
+            // other storage can expose a ring); and the CAS admitted the
+            // slots only after an Acquire load of a `popped` above
+            // `end - capacity`, stored by the flusher after its take of each
+            // slot's previous item.
+            unsafe { ring.push(index, item) };
+            return;
+        }
+        let mut item = item;
+        loop {
+            match self.shard.storage.push(item) {
+                Ok(()) => return,
+                // Only a storage that breaks its contract (refusing below its
+                // capacity) gets here: wait for the flusher to pop.
+                Err(back) => {
+                    item = back;
+                    spin_hint();
+                    thread::yield_now();
+                }
+            }
+        }
     }
 }
 

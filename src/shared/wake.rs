@@ -34,7 +34,8 @@
 //! Checked by the loom model `wake`; its mutants park without the re-check,
 //! drop the producer's fence, and set idle thresholds at `count + 2`.
 
-use super::{Shard, Shared, CLOSED, FLUSH_REQ, SLEEPING};
+use super::shard::Reservation;
+use super::{Shared, CLOSED, FLUSH_REQ, SLEEPING};
 use crate::storage::Storage;
 use crate::sync::{fence, fence_after_rmw, thread, AtomicU64, Mutex, Ordering};
 
@@ -77,10 +78,11 @@ impl FlusherWake {
 // ===== the producer's half =====
 
 impl<T, S: Storage<T>> Shared<T, S> {
-    /// After the push: wake the flusher if this reservation (ending at
-    /// `end`) reached the shard's threshold and the flusher sleeps.
+    /// After the pushes: wake the flusher if this filled reservation
+    /// reached its shard's threshold and the flusher sleeps.
     #[inline]
-    pub(crate) fn after_push(&self, shard: &Shard<S>, end: u64) {
+    pub(crate) fn after_push(&self, filled: Reservation<'_, S>) {
+        let (shard, end) = filled.finish();
         fence_after_rmw();
         // SeqCst loads: after the reservation RMW in the SeqCst order; pair
         // with the flusher's SeqCst store of the threshold and

@@ -16,7 +16,7 @@
 //! models check them for data races), and a `prefetchw` hint on x86-64. The
 //! ring's own methods are `unsafe fn`s whose `# Safety` sections state what
 //! the caller's admission must guarantee; the two callers (the producer's
-//! `push_reserved` and the flusher's `take`, both in `shared/shard.rs`) say
+//! `Reservation::push` and the flusher's `take`, both in `shared/shard.rs`) say
 //! at the call why it holds. Nothing outside this crate can reach a `Ring`: the public
 //! [`RingStorage`] wraps one and hands it only to the batcher, through
 //! [`Storage`]'s sealed method.
