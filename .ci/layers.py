@@ -9,11 +9,11 @@ import os, re, sys
 
 LAYERS = {
     "error": 0, "processor": 0, "sync": 0,
-    "time": 1, "config": 1, "storage": 1, "metrics": 1,
+    "time": 1, "config": 1, "storage": 1, "metrics": 1, "barrier": 1,
     "wait": 2,
     "shared": 3,
     "submit": 4, "flusher": 4, "export": 4,
-    "batcher": 5, "future": 5,
+    "batcher": 5, "future": 5, "producer": 5,
     "builder": 6, "job": 6,
 }
 root = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "src")
@@ -62,6 +62,27 @@ for m in sorted(edges, key=lambda m: (LAYERS.get(m, 99), m)):
     for d in edges[m]:
         if LAYERS[d] > LAYERS.get(m, 99):
             bad.append(f"{m} (L{LAYERS[m]}) imports {d} (L{LAYERS[d]}), a layer above it")
+
+for m in edges:
+    if m not in LAYERS:
+        bad.append(f"module {m} has no layer (add it to LAYERS and ARCHITECTURE.md)")
+
+# The asymmetric barrier is sound only light-against-heavy (src/barrier.rs):
+# the light side only on the lane submit path, the heavy side only where a
+# partner of it reads the lanes (the park's re-check, close).
+allowed = {"light": {"barrier.rs", "shared/shard.rs"},
+           "heavy": {"barrier.rs", "shared/wake.rs", "shared/close.rs"}}
+for dirpath, _, files in os.walk(root):
+    for f in files:
+        if not f.endswith(".rs"):
+            continue
+        rel = os.path.relpath(os.path.join(dirpath, f), root)
+        code = "\n".join(l for l in open(os.path.join(dirpath, f)).read().splitlines()
+                         if not l.lstrip().startswith("//"))
+        for side, files_ok in allowed.items():
+            if re.search(r"\.%s\(\)" % side, code) and rel not in files_ok:
+                bad.append(f"{rel} calls the barrier's {side} side (allowed only in {sorted(files_ok)})")
+print("barrier sides: light only in the lane submit path, heavy only in park and close: checked")
 
 # Inside shared/: each protocol file may use `super` (mod.rs: Shared,
 # Shard, the flags) and `shard` (admission), nothing else in shared/.

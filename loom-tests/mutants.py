@@ -2,8 +2,10 @@
 """Shows that each loom model catches a real break of the protocol it checks.
 
 Each break is a patch file in loom-tests/mutants/: two header lines
-(`model: <loom test file>` and `break: <what it breaks>`), then a `git
-diff` against the library. For each one this applies the patch in a
+(`model: <loom test file>` and `break: <what it breaks>`), optionally a
+third (`lanes: 0`: run the model over shards alone, for a break of the
+shard protocol, which the models' default lane would not reach), then a
+`git diff` against the library. For each one this applies the patch in a
 temporary git worktree of HEAD (never to the files you are editing, so a
 mutant can never leak into a commit and you can keep working while it runs),
 runs the model that should catch it, and prints CAUGHT or MISSED. A patch
@@ -38,6 +40,7 @@ try:
         text = open(path).read()
         model = re.search(r"^model: (\S+)$", text, re.M)
         desc = re.search(r"^break: (.+)$", text, re.M)
+        lanes = re.search(r"^lanes: (\d+)$", text, re.M)
         if not model or not desc:
             sys.exit(f"mutants.py: {name}: missing its 'model:' or 'break:' header")
         check = subprocess.run(["git", "apply", "--check", path], cwd=tree, capture_output=True, text=True)
@@ -46,6 +49,8 @@ try:
         subprocess.run(["git", "apply", path], cwd=tree, check=True)
         try:
             env = dict(os.environ, CARGO_TARGET_DIR=target, RUSTFLAGS="--cfg loom", LOOM_MAX_PREEMPTIONS="2")
+            if lanes:
+                env["MICROBATCH_MODEL_LANES"] = lanes.group(1)
             r = subprocess.run(
                 ["timeout", "600", "cargo", "test", "-q", "--profile", "loom",
                  "-p", "microbatch-loom-tests", "--test", model.group(1)],

@@ -72,7 +72,7 @@ where
 impl<T, S: Storage<T>> fmt::Debug for Batcher<T, S> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Batcher")
-            .field("shards", &self.shared.shards().len())
+            .field("queues", &self.shared.shards().len())
             .field("closed", &self.shared.is_closed())
             .field("metrics", &self.shared.metrics())
             .finish()
@@ -94,6 +94,10 @@ impl<T, S: Storage<T>> Batcher<T, S> {
     }
 
     pub(crate) fn shared(&self) -> &Shared<T, S> {
+        &self.shared
+    }
+
+    pub(crate) fn shared_arc(&self) -> &Arc<Shared<T, S>> {
         &self.shared
     }
 

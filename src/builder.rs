@@ -4,7 +4,7 @@
 //! nothing imports it.
 
 use crate::batcher::Batcher;
-use crate::config::{Backpressure, Settings, Validated, WaitStrategy};
+use crate::config::{Backpressure, BarrierMode, Settings, Validated, WaitStrategy};
 use crate::error::BuildError;
 use crate::flusher::{Flusher, FlusherCore};
 use crate::processor::{
@@ -124,17 +124,41 @@ impl<T: Send + 'static, S: Storage<T> + 'static> Builder<T, S> {
         self
     }
 
-    /// How many shards (queues). Default: the available parallelism. Each
-    /// producer thread keeps one shard; more shards than producer threads
-    /// cost only memory.
+    /// How many single-writer lanes. Default: the available parallelism.
+    ///
+    /// A thread's first submit leases a free lane and keeps it until it
+    /// exits (a [`Producer`](crate::Producer) handle until it is dropped);
+    /// a lane submit makes no locked instruction (see
+    /// [`barrier`](Builder::barrier)). Threads that find every lane leased
+    /// use the shards. `0` turns lanes off: every thread uses a shard, one
+    /// CAS per submit.
+    pub fn lanes(mut self, n: usize) -> Self {
+        self.settings.lanes = Some(n);
+        self
+    }
+
+    /// How many shared shards, for the threads beyond the lanes (one CAS per
+    /// submit, any number of threads each). Default 1 with lanes, the
+    /// available parallelism without; at least 1. Each thread keeps one
+    /// queue; more queues than producer threads cost only memory.
     pub fn shards(mut self, n: usize) -> Self {
         self.settings.shards = Some(n);
         self
     }
 
-    /// Items each shard holds. Default 2 × `max_batch_size`; must be at least
-    /// `max_batch_size`. Memory is bounded by `shards × capacity` items plus
-    /// one batch.
+    /// How lane submits are ordered against the flusher going to sleep and
+    /// against `close`. Default [`BarrierMode::Auto`]: `membarrier` on Linux
+    /// where the process may use it, fences elsewhere. The mode chosen is
+    /// [`Metrics::asymmetric_barrier`](crate::Metrics::asymmetric_barrier).
+    pub fn barrier(mut self, mode: BarrierMode) -> Self {
+        self.settings.barrier = mode;
+        self
+    }
+
+    /// Items each lane and each shard holds. Default 2 × `max_batch_size`;
+    /// must be at least `max_batch_size`. Memory is bounded by
+    /// `(lanes + shards) × capacity` items plus one batch, allocated by
+    /// `build`.
     pub fn capacity(mut self, n: usize) -> Self {
         self.settings.capacity = Some(n);
         self
@@ -382,12 +406,13 @@ impl<T: Send + 'static, S: Storage<T> + 'static> Builder<T, S> {
 
     fn prepare(self, processor: Box<dyn BatchProcessor<T>>) -> Result<Prepared<T, S>, BuildError> {
         let Validated {
+            lanes,
             shards,
             capacity,
             config,
         } = self.settings.validate(std::mem::size_of::<T>())?;
-        let mut storages = Vec::with_capacity(shards);
-        for _ in 0..shards {
+        let mut storages = Vec::with_capacity(lanes + shards);
+        for _ in 0..lanes + shards {
             let s = (self.make_storage)(capacity);
             if s.capacity() != capacity {
                 return Err(BuildError::StorageCapacity {
@@ -397,7 +422,8 @@ impl<T: Send + 'static, S: Storage<T> + 'static> Builder<T, S> {
             }
             storages.push(s);
         }
-        let shared = Arc::new(Shared::new(storages, config));
+        let asymmetric = self.settings.barrier == BarrierMode::Auto;
+        let shared = Arc::new(Shared::new(storages, lanes, asymmetric, config));
         let core = FlusherCore::new(
             Arc::clone(&shared),
             processor,

@@ -7,7 +7,7 @@ use crate::sync;
 use crate::time::duration_to_nanos;
 use std::time::Duration;
 
-/// The most shards a batcher may have.
+/// The most queues (lanes and shards together) a batcher may have.
 pub const MAX_SHARDS: usize = 1024;
 /// The largest per-shard capacity (16 Mi items).
 pub const MAX_CAPACITY: usize = 1 << 24;
@@ -91,6 +91,42 @@ impl Default for WaitStrategy {
     }
 }
 
+/// How lane producers are ordered against a parking flusher and `close`
+/// (see [`Builder::barrier`](crate::Builder::barrier)).
+///
+/// # Examples
+///
+/// ```
+/// use microbatch::{BarrierMode, Batcher, BatchInfo};
+///
+/// // A sandbox that kills the process on an unknown syscall: never probe.
+/// let batcher = Batcher::builder()
+///     .barrier(BarrierMode::Fence)
+///     .build(|batch: &mut Vec<u64>, _: &BatchInfo| batch.clear())
+///     .unwrap();
+/// batcher.submit(1).unwrap();
+/// assert!(!batcher.metrics().asymmetric_barrier);
+/// batcher.shutdown();
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum BarrierMode {
+    /// A lane submit passes a compiler fence only; the flusher, before it
+    /// parks, and `close` run a process-wide barrier
+    /// (`membarrier(MEMBARRIER_CMD_PRIVATE_EXPEDITED)` on Linux, registered
+    /// once per process at the first `build()`). Where that is not
+    /// available (other systems, old kernels, sandboxes that refuse it) or
+    /// `MICROBATCH_BARRIER=fence` is set in the environment: [`Fence`].
+    /// The default.
+    ///
+    /// [`Fence`]: BarrierMode::Fence
+    #[default]
+    Auto,
+    /// A `SeqCst` fence on every lane submit (one locked instruction, no
+    /// CAS) and on the other side; no system call is ever made.
+    Fence,
+}
+
 /// Validated configuration, shared by the producers and the flusher.
 #[derive(Debug, Clone)]
 pub(crate) struct Config {
@@ -117,6 +153,8 @@ pub(crate) struct Settings {
     pub(crate) max_batch_size: usize,
     pub(crate) max_delay: Duration,
     pub(crate) shards: Option<usize>,
+    pub(crate) lanes: Option<usize>,
+    pub(crate) barrier: BarrierMode,
     pub(crate) capacity: Option<usize>,
     pub(crate) backpressure: Backpressure,
     pub(crate) wait: WaitStrategy,
@@ -134,6 +172,8 @@ impl Default for Settings {
             max_batch_size: 512,
             max_delay: Duration::from_millis(1),
             shards: None,
+            lanes: None,
+            barrier: BarrierMode::Auto,
             capacity: None,
             backpressure: Backpressure::Block,
             wait: WaitStrategy::default(),
@@ -145,9 +185,10 @@ impl Default for Settings {
     }
 }
 
-/// A validated configuration: the shard count, the per-shard capacity, and
-/// what both sides read.
+/// A validated configuration: the lane and shard counts, the per-queue
+/// capacity, and what both sides read.
 pub(crate) struct Validated {
+    pub(crate) lanes: usize,
     pub(crate) shards: usize,
     pub(crate) capacity: usize,
     pub(crate) config: Config,
@@ -170,12 +211,23 @@ impl Settings {
         if self.metrics_interval.is_zero() {
             return Err(BuildError::ZeroMetricsInterval);
         }
-        let shards = self.shards.unwrap_or_else(sync::available_parallelism);
+        let lanes = self.lanes.unwrap_or_else(sync::available_parallelism);
+        // With lanes, the shards only take the threads that find every lane
+        // leased: one is enough unless asked for more.
+        let shards = self.shards.unwrap_or_else(|| {
+            if lanes > 0 {
+                1
+            } else {
+                sync::available_parallelism()
+            }
+        });
         if shards == 0 {
             return Err(BuildError::ZeroShards);
         }
-        if shards > MAX_SHARDS {
-            return Err(BuildError::TooManyShards { shards });
+        if lanes.saturating_add(shards) > MAX_SHARDS {
+            return Err(BuildError::TooManyShards {
+                shards: lanes.saturating_add(shards),
+            });
         }
         let capacity = match self.capacity {
             Some(0) => return Err(BuildError::ZeroCapacity),
@@ -194,13 +246,13 @@ impl Settings {
         let item_size = item_size.max(1);
         // Each slot of an ArrayQueue also holds a usize stamp.
         let slot = item_size + std::mem::size_of::<usize>();
-        let total = shards
+        let total = (lanes + shards)
             .checked_mul(capacity)
             .and_then(|n| n.checked_mul(slot))
             .and_then(|n| n.checked_add(b.checked_mul(item_size)?));
         if total.is_none_or(|t| t > MAX_QUEUE_BYTES) {
             return Err(BuildError::MemoryOverflow {
-                shards,
+                shards: lanes + shards,
                 capacity,
                 item_size,
             });
@@ -217,6 +269,7 @@ impl Settings {
             idle_polls: self.idle_polls,
         };
         Ok(Validated {
+            lanes,
             shards,
             capacity,
             config: cfg,

@@ -190,7 +190,7 @@ pub enum BuildError {
     },
     /// More shards than [`MAX_SHARDS`](crate::MAX_SHARDS).
     TooManyShards {
-        /// The shard count asked for.
+        /// The queues asked for: lanes plus shards.
         shards: usize,
     },
     /// A per-shard capacity above [`MAX_CAPACITY`](crate::MAX_CAPACITY).
@@ -200,7 +200,7 @@ pub enum BuildError {
     },
     /// The queues would need more than [`MAX_QUEUE_BYTES`](crate::MAX_QUEUE_BYTES).
     MemoryOverflow {
-        /// Shards asked for.
+        /// Queues asked for: lanes plus shards.
         shards: usize,
         /// Per-shard capacity asked for.
         capacity: usize,
@@ -238,14 +238,14 @@ impl fmt::Display for BuildError {
                 "capacity {capacity} is below max_batch_size {max_batch_size}: a shard could never hold a full batch"
             ),
             BuildError::TooManyShards { shards } => {
-                write!(f, "shards {shards} is above the maximum {}", crate::MAX_SHARDS)
+                write!(f, "{shards} queues (lanes + shards) is above the maximum {}", crate::MAX_SHARDS)
             }
             BuildError::CapacityTooLarge { capacity } => {
                 write!(f, "capacity {capacity} is above the maximum {}", crate::MAX_CAPACITY)
             }
             BuildError::MemoryOverflow { shards, capacity, item_size } => write!(
                 f,
-                "{shards} shards x capacity {capacity} x {item_size}-byte items is more than {} bytes",
+                "{shards} queues (lanes + shards) x capacity {capacity} x {item_size}-byte items is more than {} bytes",
                 crate::MAX_QUEUE_BYTES
             ),
             BuildError::StorageCapacity { asked, got } => {

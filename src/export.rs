@@ -37,9 +37,13 @@ const SERIES: &[(&str, Kind, Unit, &str)] = &[
     ("microbatch_batches_total", Kind::Counter, Unit::Count, "Batches handed to the processor, by trigger and outcome (ok, error, panic)."),
     ("microbatch_other_panics_total", Kind::Counter, Unit::Count, "Panics caught outside the processor call (hooks, drops, backends)."),
     ("microbatch_flusher_wakeups_total", Kind::Counter, Unit::Count, "Times a producer, flush or close unparked the sleeping flusher."),
-    ("microbatch_producer_waits_total", Kind::Counter, Unit::Count, "Times a producer blocked on a full shard."),
+    ("microbatch_producer_waits_total", Kind::Counter, Unit::Count, "Times a producer blocked on a full lane or shard."),
+    ("microbatch_heavy_barriers_total", Kind::Counter, Unit::Count, "Process-wide barriers run (at most one per flusher park, one per close)."),
+    ("microbatch_barrier_failures_total", Kind::Counter, Unit::Count, "Process-wide barriers the kernel refused after registration (0 in a healthy process)."),
     ("microbatch_queue_depth", Kind::Gauge, Unit::Count, "Items accepted and not yet taken by the flusher."),
-    ("microbatch_queue_capacity", Kind::Gauge, Unit::Count, "Items the shards can hold in all."),
+    ("microbatch_queue_capacity", Kind::Gauge, Unit::Count, "Items the lanes and shards can hold in all."),
+    ("microbatch_lanes_leased", Kind::Gauge, Unit::Count, "Single-writer lanes leased now, of microbatch_lanes."),
+    ("microbatch_lanes", Kind::Gauge, Unit::Count, "Single-writer lanes the batcher has."),
     ("microbatch_items_in_flight", Kind::Gauge, Unit::Count, "Items in the batch the processor is working on."),
     ("microbatch_processor_busy_seconds", Kind::Gauge, Unit::Seconds, "How long the processor has been in the current batch; 0 between batches."),
     ("microbatch_batch_size_items", Kind::Histogram, Unit::Count, "Items per batch."),
@@ -107,6 +111,8 @@ fn publish(label: &str, m: &Metrics, record: &BatchRecord, seen: &mut Seen) {
     set("microbatch_other_panics_total", m.other_panics);
     set("microbatch_flusher_wakeups_total", m.flusher_wakeups);
     set("microbatch_producer_waits_total", m.producer_waits);
+    set("microbatch_heavy_barriers_total", m.heavy_barriers);
+    set("microbatch_barrier_failures_total", m.barrier_failures);
     for (reason, v) in [
         ("full", m.rejected_full),
         ("timeout", m.rejected_timeout),
@@ -136,6 +142,8 @@ fn publish(label: &str, m: &Metrics, record: &BatchRecord, seen: &mut Seen) {
     }
     gauge!("microbatch_queue_depth", "batcher" => b.clone()).set(m.queue_depth as f64);
     gauge!("microbatch_queue_capacity", "batcher" => b.clone()).set(m.capacity as f64);
+    gauge!("microbatch_lanes_leased", "batcher" => b.clone()).set(m.lanes_leased as f64);
+    gauge!("microbatch_lanes", "batcher" => b.clone()).set(m.lanes as f64);
     gauge!("microbatch_items_in_flight", "batcher" => b.clone()).set(m.in_flight as f64);
     gauge!("microbatch_processor_busy_seconds", "batcher" => b.clone())
         .set(m.processor_busy_for.as_secs_f64());

@@ -11,7 +11,8 @@
 mod error;
 mod processor;
 mod sync;
-// L1: time, configuration, storage, counters.
+// L1: time, configuration, storage, counters, the asymmetric barrier.
+mod barrier;
 mod config;
 mod metrics;
 mod storage;
@@ -28,13 +29,16 @@ mod submit;
 // L5: the public handles.
 mod batcher;
 mod future;
+mod producer;
 // L6: the builder, and tracked jobs built on it.
 mod builder;
 mod job;
 
 pub use batcher::{Batcher, Closer};
 pub use builder::{Builder, WithFlusher};
-pub use config::{Backpressure, WaitStrategy, MAX_CAPACITY, MAX_QUEUE_BYTES, MAX_SHARDS};
+pub use config::{
+    Backpressure, BarrierMode, WaitStrategy, MAX_CAPACITY, MAX_QUEUE_BYTES, MAX_SHARDS,
+};
 pub use error::{
     BuildError, FlushError, ShutdownError, SubmitError, SubmitManyError, SubmitTimeoutError,
     TrySubmitError,
@@ -44,4 +48,5 @@ pub use future::{FlushFuture, ShutdownFuture, SubmitFuture};
 pub use job::{Job, JobError, JobResult, Ticket};
 pub use metrics::Metrics;
 pub use processor::{BatchInfo, BatchProcessor, Failure, ProcessError, ProcessOutcome, Trigger};
+pub use producer::Producer;
 pub use storage::{ArrayStorage, RingStorage, Storage};

@@ -88,8 +88,24 @@ pub struct Metrics {
     /// Items taken by the flusher whose batch the processor has not finished
     /// (at most `max_batch_size`).
     pub in_flight: u64,
-    /// Items the shards can hold in all.
+    /// Items the lanes and shards can hold in all.
     pub capacity: u64,
+    /// Single-writer lanes this batcher has ([`Builder::lanes`](crate::Builder::lanes)).
+    pub lanes: u64,
+    /// Lanes leased now (by threads that submitted, and by
+    /// [`Producer`](crate::Producer) handles).
+    pub lanes_leased: u64,
+    /// `true` if lane submits pass a compiler fence only and the flusher
+    /// and `close` use `membarrier` ([`BarrierMode::Auto`](crate::BarrierMode::Auto)
+    /// where available); `false` in fence mode (a `SeqCst` fence per lane
+    /// submit), and with no lanes.
+    pub asymmetric_barrier: bool,
+    /// Heavy barriers run (at most one per flusher park, one per `close`).
+    pub heavy_barriers: u64,
+    /// Heavy barriers the kernel refused after a successful registration
+    /// (a sandbox tightened since `build()`); see
+    /// [`BarrierMode`](crate::BarrierMode). Zero in a healthy process.
+    pub barrier_failures: u64,
     /// How long the processor has been inside the current batch; zero when
     /// it is not running one. A stalled sink shows here while it stalls.
     pub processor_busy_for: Duration,

@@ -39,10 +39,16 @@ impl Wait {
 }
 
 impl<T, S: Storage<T>> Shared<T, S> {
-    /// One attempt on the calling thread's shard; refusals are not counted.
+    /// One attempt on the calling thread's queue; refusals are not counted.
     #[inline]
     pub(crate) fn try_push(&self, item: T) -> Result<(), (Refusal, T)> {
-        let shard = self.shard();
+        self.try_push_on(self.shard(), item)
+    }
+
+    /// One attempt on `shard` (the caller's own queue); refusals are not
+    /// counted.
+    #[inline]
+    pub(crate) fn try_push_on(&self, shard: &Shard<S>, item: T) -> Result<(), (Refusal, T)> {
         match self.reserve(shard, 1) {
             Ok(mut slots) => {
                 slots.push(item);
@@ -53,29 +59,39 @@ impl<T, S: Storage<T>> Shared<T, S> {
         }
     }
 
-    /// Attempts, waiting for room between them as `wait` allows; a refusal
-    /// is counted.
+    /// Attempts on the calling thread's queue, waiting for room between
+    /// them as `wait` allows; a refusal is counted.
     #[inline]
-    pub(crate) fn push_waiting(&self, mut item: T, wait: Wait) -> Result<(), (Refusal, T)> {
+    pub(crate) fn push_waiting(&self, item: T, wait: Wait) -> Result<(), (Refusal, T)> {
+        self.push_waiting_on(self.shard(), item, wait)
+    }
+
+    /// [`push_waiting`](Shared::push_waiting) on `shard`.
+    pub(crate) fn push_waiting_on(
+        &self,
+        shard: &Shard<S>,
+        mut item: T,
+        wait: Wait,
+    ) -> Result<(), (Refusal, T)> {
         loop {
-            match self.try_push(item) {
+            match self.try_push_on(shard, item) {
                 Ok(()) => return Ok(()),
                 Err((Refusal::Full, back)) => {
                     item = back;
-                    if let Err(r) = self.refused_full(self.shard(), wait) {
-                        self.shard().count_refusal(r, 1);
+                    if let Err(r) = self.refused_full(shard, wait) {
+                        shard.count_refusal(r, 1);
                         return Err((r, item));
                     }
                 }
                 Err((r, back)) => {
-                    self.shard().count_refusal(r, 1);
+                    shard.count_refusal(r, 1);
                     return Err((r, back));
                 }
             }
         }
     }
 
-    /// Counts a refusal on the calling thread's shard.
+    /// Counts a refusal on the calling thread's queue.
     pub(crate) fn count_refusal(&self, r: Refusal) {
         self.shard().count_refusal(r, 1);
     }
@@ -85,14 +101,24 @@ impl<T, S: Storage<T>> Shared<T, S> {
         self.shard().count_cancelled();
     }
 
-    /// Reserves room for as many of `items` as fit with one RMW per
-    /// attempt, accepted from the front, waiting as `wait` allows.
+    /// Reserves room on the calling thread's queue for as many of `items`
+    /// as fit with one reservation per attempt, accepted from the front,
+    /// waiting as `wait` allows.
     pub(crate) fn submit_many(
         &self,
         items: &mut Vec<T>,
         wait: Wait,
     ) -> Result<(), SubmitManyError> {
-        let shard = self.shard();
+        self.submit_many_on(self.shard(), items, wait)
+    }
+
+    /// [`submit_many`](Shared::submit_many) on `shard`.
+    pub(crate) fn submit_many_on(
+        &self,
+        shard: &Shard<S>,
+        items: &mut Vec<T>,
+        wait: Wait,
+    ) -> Result<(), SubmitManyError> {
         while !items.is_empty() {
             match self.reserve(shard, items.len() as u64) {
                 Ok(mut slots) => {

@@ -58,6 +58,13 @@ fn panicking_processor_with_blocked_producers() {
 /// items is measured), every rejected item comes back and is counted.
 #[test]
 fn slow_processor_with_reject_stays_bounded() {
+    // On shards (CAS) only, then on lanes with a shard for the third thread.
+    for (lanes, shards) in [(0, 2), (2, 1)] {
+        slow_processor_with_reject_stays_bounded_on(lanes, shards);
+    }
+}
+
+fn slow_processor_with_reject_stays_bounded_on(lanes: usize, shards: usize) {
     // Live items (created - dropped) in one atomic's order: exact, unlike a
     // difference of two counters read at different times.
     let live = Arc::new(AtomicU64::new(0));
@@ -71,7 +78,8 @@ fn slow_processor_with_reject_stays_bounded() {
     let batcher = Batcher::builder()
         .max_batch_size(32)
         .capacity(64)
-        .shards(2)
+        .lanes(lanes)
+        .shards(shards)
         .backpressure(Backpressure::Reject)
         .build(|batch: &mut Vec<Counted>, _: &BatchInfo| {
             let until = Instant::now() + Duration::from_micros(200);
@@ -105,9 +113,10 @@ fn slow_processor_with_reject_stays_bounded() {
         m.rejected_full > 0,
         "a slow processor must cause rejections: {m:?}"
     );
-    // Bound: the shards (2 x 64), one batch in the processor (32), and at
-    // most one item in the hands of each of the 3 producers.
-    let bound = 2 * 64 + 32 + 3;
+    // Bound: the queues ((lanes + shards) x 64), one batch in the
+    // processor (32), and at most one item in the hands of each of the 3
+    // producers.
+    let bound = (lanes + shards) as u64 * 64 + 32 + 3;
     let peak = peak.load(Ordering::Relaxed);
     assert!(
         peak <= bound,

@@ -43,8 +43,21 @@ fn capacity_below_batch_size() {
 #[test]
 fn absurd_sizes() {
     assert!(matches!(
-        Batcher::<u8>::builder().shards(MAX_SHARDS + 1).build(p),
+        Batcher::<u8>::builder().lanes(0).shards(MAX_SHARDS + 1).build(p),
         Err(BuildError::TooManyShards { shards }) if shards == MAX_SHARDS + 1
+    ));
+    // Lanes and shards count together.
+    assert!(matches!(
+        Batcher::<u8>::builder().lanes(MAX_SHARDS).build(p),
+        Err(BuildError::TooManyShards { shards }) if shards == MAX_SHARDS + 1
+    ));
+    assert!(matches!(
+        Batcher::<u8>::builder().lanes(usize::MAX).build(p),
+        Err(BuildError::TooManyShards { shards }) if shards == usize::MAX
+    ));
+    assert!(matches!(
+        Batcher::<u8>::builder().lanes(3).shards(0).build(p),
+        Err(BuildError::ZeroShards)
     ));
     assert!(matches!(
         Batcher::<u8>::builder().capacity(MAX_CAPACITY + 1).build(p),
@@ -59,7 +72,8 @@ fn absurd_sizes() {
     // Large items times many slots overflow the address space.
     assert!(matches!(
         Batcher::<[u8; 1 << 20]>::builder()
-            .shards(MAX_SHARDS)
+            .lanes(2)
+            .shards(MAX_SHARDS - 2)
             .capacity(MAX_CAPACITY)
             .build(p),
         Err(BuildError::MemoryOverflow { .. })
@@ -99,11 +113,25 @@ fn storage_of_wrong_capacity() {
 fn defaults() {
     let b = Batcher::<u64>::builder().build(p).unwrap();
     let m = b.metrics();
-    let shards = std::thread::available_parallelism().map_or(1, |n| n.get()) as u64;
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get()) as u64;
+    assert_eq!(m.lanes, cores, "a lane per core by default");
     assert_eq!(
         m.capacity,
-        shards * 2 * 512,
-        "default capacity is 2 x 512 per shard"
+        (cores + 1) * 2 * 512,
+        "default capacity is 2 x 512 per lane and per shard, one shard with lanes"
     );
+    assert_eq!(m.lanes_leased, 0);
+    b.submit(1).unwrap();
+    assert_eq!(
+        b.metrics().lanes_leased,
+        1,
+        "the first submit leases a lane"
+    );
+    b.shutdown();
+    // Without lanes: a shard per core, as before lanes.
+    let b = Batcher::<u64>::builder().lanes(0).build(p).unwrap();
+    let m = b.metrics();
+    assert_eq!((m.lanes, m.capacity), (0, cores * 2 * 512));
+    assert!(!m.asymmetric_barrier, "no lanes, no barrier");
     b.shutdown();
 }

@@ -450,8 +450,16 @@ fn oldest_age_of_flush_and_size_batches() {
 // in the processor, the shard full behind it.
 #[test]
 fn snapshot_queue_depth_within_the_bound() {
+    // A lane (the one producer leases it), then a shard alone.
+    for lanes in [1, 0] {
+        snapshot_queue_depth_within_the_bound_on(lanes);
+    }
+}
+
+fn snapshot_queue_depth_within_the_bound_on(lanes: usize) {
     let gate = Gate::default();
     let batcher = Batcher::builder()
+        .lanes(lanes)
         .shards(1)
         .capacity(4)
         .max_batch_size(4)
@@ -459,7 +467,12 @@ fn snapshot_queue_depth_within_the_bound() {
         .unwrap();
     hold_a_batch_and_fill(&batcher, 4, |i| i as u64);
     let m = batcher.metrics();
-    assert_eq!((m.queue_depth, m.in_flight, m.capacity), (4, 4, 4), "{m:?}");
+    let queues = lanes as u64 + 1;
+    assert_eq!(
+        (m.queue_depth, m.in_flight, m.capacity),
+        (4, 4, 4 * queues),
+        "{m:?}"
+    );
     gate.open();
     assert_eq!(batcher.shutdown().processed, 8);
 }

@@ -42,7 +42,13 @@ struct Plan {
     items: u64,
     batch: usize,
     capacity: usize,
+    lanes: usize,
     shards: usize,
+    /// Submit through a `Producer` handle rather than the thread's queue.
+    handles: bool,
+    /// Pause (yield or sleep) after about one item in this many, so the
+    /// flusher parks often and lane submits race its re-check; 0: never.
+    pause_every: u64,
     delay: Duration,
     policy: Backpressure,
     wait: WaitStrategy,
@@ -59,7 +65,10 @@ impl Plan {
             items: items_per_run,
             batch,
             capacity,
+            lanes: rng.pick(&[0, 1, 2, 4]),
             shards: rng.pick(&[1, 2, 3, 8]),
+            handles: rng.below(3) == 0,
+            pause_every: rng.pick(&[0, 0, 10, 50, 1000]),
             delay: rng.pick(&[
                 Duration::ZERO,
                 Duration::from_micros(100),
@@ -113,6 +122,7 @@ fn run(plan: Plan, seed: u64) -> u64 {
         Batcher::builder()
             .max_batch_size(plan.batch)
             .capacity(plan.capacity)
+            .lanes(plan.lanes)
             .shards(plan.shards)
             .max_delay(plan.delay)
             .backpressure(plan.policy)
@@ -160,11 +170,25 @@ fn run(plan: Plan, seed: u64) -> u64 {
         handles.push(std::thread::spawn(move || {
             let mut accepted = Vec::new();
             let mut returned = Vec::new();
+            let mut handle = plan.handles.then(|| b.producer());
+            let mut pauses = Rng(seed ^ u64::from(p) << 32 | 1);
             for seq in 0..plan.items {
                 if p == 0 && Some(seq) == plan.close_after {
                     b.close();
                 }
-                match b.submit(DropCounted::new(p, seq, &d)) {
+                if plan.pause_every > 0 && pauses.below(plan.pause_every) == 0 {
+                    if pauses.below(4) == 0 {
+                        std::thread::sleep(Duration::from_micros(pauses.below(100)));
+                    } else {
+                        std::thread::yield_now();
+                    }
+                }
+                let item = DropCounted::new(p, seq, &d);
+                let result = match handle.as_mut() {
+                    Some(h) => h.submit(item),
+                    None => b.submit(item),
+                };
+                match result {
                     Ok(()) => {
                         accepted.push(seq);
                     }

@@ -67,9 +67,19 @@ impl Seen {
 }
 
 /// A builder for the models: one shard unless told, the flusher parks (the
-/// protocol worth checking), no time trigger unless told.
+/// protocol worth checking), no time trigger unless told. One lane and the
+/// shard (a first producer thread leases the lane, a second one uses the
+/// shard), or no lane with `MICROBATCH_MODEL_LANES=0`: CI runs every model
+/// both ways, so each protocol is checked over lanes (plain stores, the
+/// asymmetric barrier) and over shards alone (the CAS). One lane, not the
+/// default two: every queue more multiplies the interleavings of the
+/// flusher's reads.
 pub fn builder(batch: usize, capacity: usize) -> Builder<u32> {
+    let lanes = std::env::var("MICROBATCH_MODEL_LANES").map_or(1, |n| {
+        n.parse().expect("MICROBATCH_MODEL_LANES is a number")
+    });
     Batcher::builder()
+        .lanes(lanes)
         .shards(1)
         .max_batch_size(batch)
         .capacity(capacity)

@@ -10,9 +10,12 @@
 //! # Protocol
 //!
 //! [`Shared::close`], under `lock`: sets `CLOSING` (so a submit refused as
-//! closed finds `is_closed()` true), marks every shard tail closed with one
+//! closed finds `is_closed()` true; a lane producer refuses on it), runs the
+//! heavy barrier if there are lanes, marks every shard tail closed with one
 //! `SeqCst` RMW each and stores the count it displaced as that shard's final
-//! count, then sets `CLOSED` (`SeqCst` RMW) and wakes a sleeping flusher.
+//! count, takes each lane's tail once its owner is not inside a reservation
+//! as that lane's final count (`shared::shard`, "Lanes"), then sets
+//! `CLOSED` (`SeqCst` RMW) and wakes a sleeping flusher.
 //! The flusher reads `CLOSED`, then the final counts ([`Shared::final_counts`]),
 //! and drains until its popped counts reach them: every reservation CAS is
 //! before or after the shard's mark in the RMW order, so exactly the items
@@ -89,8 +92,20 @@ impl<T, S: Storage<T>> Shared<T, S> {
                 return;
             }
             self.flags.fetch_or(CLOSING, Ordering::SeqCst);
+            if self.lanes > 0 && !self.barrier.heavy() {
+                // Refused (a sandbox tightened since build): no proof that
+                // a lane producer sees CLOSING; give store buffers far
+                // longer than they take to drain (module docs of `barrier`).
+                std::thread::sleep(std::time::Duration::from_millis(1));
+            }
             for shard in self.shards.iter() {
-                let displaced = shard.mark_closed();
+                // A lane: after the heavy barrier, its owner either entered
+                // (busy: wait for it to leave) or will see CLOSING.
+                let displaced = if shard.is_lane() {
+                    shard.lane_final_count()
+                } else {
+                    shard.mark_closed()
+                };
                 shard.cons.final_count.0.store(displaced, Ordering::SeqCst);
             }
             // SeqCst RMW on `flags`: the flusher reads CLOSED, then the
@@ -124,7 +139,7 @@ impl<T, S: Storage<T>> Shared<T, S> {
             // Running before open, in the lock `close` takes: a close from
             // now on ends this run, and `done()` is false while it accepts.
             self.close.phase.store(RUNNING, Ordering::SeqCst);
-            for shard in self.shards.iter() {
+            for shard in self.shards.iter().filter(|s| !s.is_lane()) {
                 shard.clear_closed();
             }
             self.flags.fetch_and(!(CLOSED | CLOSING), Ordering::SeqCst);

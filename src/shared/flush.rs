@@ -82,6 +82,12 @@ impl<T, S: Storage<T>> Shared<T, S> {
         if self.on_flusher_thread() {
             return Err(FlushError::Reentrant);
         }
+        if self.is_closed() {
+            return Err(FlushError::Closed);
+        }
+        // No barrier for the lanes: a submit that returned before this call
+        // published its tail with a Release store that happens-before the
+        // load (`shared::shard`, "Lanes").
         let mut snap = Vec::with_capacity(self.shards.len());
         for shard in self.shards.iter() {
             match shard.accepted_if_open() {

@@ -33,6 +33,7 @@ pub(crate) mod shard;
 pub(crate) mod thread;
 pub(crate) mod wake;
 
+use crate::barrier::Barrier;
 use crate::config::Config;
 use crate::metrics::{FlusherStats, Metrics};
 use crate::storage::Storage;
@@ -84,9 +85,9 @@ struct ConsumerSide {
 }
 
 impl<S> Shard<S> {
-    fn new(storage: S) -> Self {
+    fn new(storage: S, lane: bool) -> Self {
         Shard {
-            prod: CachePadded::new(shard::ProducerSide::new()),
+            prod: CachePadded::new(shard::ProducerSide::new(lane)),
             cons: CachePadded::new(ConsumerSide {
                 popped: shard::Popped::new(),
                 threshold: wake::Threshold::new(),
@@ -101,7 +102,11 @@ impl<S> Shard<S> {
 /// The state of one batcher that its producers, its callers and its
 /// flusher share.
 pub(crate) struct Shared<T, S> {
+    /// The lanes (`..lanes`), then the shards.
     shards: Box<[Shard<S>]>,
+    lanes: usize,
+    /// How lane producers are ordered against the flusher and `close`.
+    barrier: Barrier,
     /// See the module docs. Read by every producer after a threshold
     /// crossing; written only on sleep, wake, flush and close.
     flags: CachePadded<AtomicU64>,
@@ -112,8 +117,9 @@ pub(crate) struct Shared<T, S> {
     close: close::CloseState,
     /// Never reused: what threads key their shard and flusher marks by.
     id: u64,
-    /// Threads hold a `Weak` of it, to forget batchers that are gone.
-    alive: std::sync::Arc<()>,
+    /// Who holds each lane. Threads hold a `Weak` of it, to return their
+    /// lanes and to forget batchers that are gone.
+    leases: std::sync::Arc<shard::Leases>,
     /// The next shard to assign to a thread this batcher has not seen.
     next_shard: AtomicUsize,
     clock: Clock,
@@ -130,10 +136,19 @@ fn next_batcher_id() -> u64 {
 }
 
 impl<T, S: Storage<T>> Shared<T, S> {
-    pub(crate) fn new(storages: Vec<S>, cfg: Config) -> Self {
+    /// A batcher over `storages`, the first `lanes` of them lanes; with
+    /// lanes, `asymmetric` asks for the membarrier mode (`barrier`).
+    pub(crate) fn new(storages: Vec<S>, lanes: usize, asymmetric: bool, cfg: Config) -> Self {
         let n = storages.len();
+        assert!(lanes < n, "at least one shard");
         Shared {
-            shards: storages.into_iter().map(Shard::new).collect(),
+            shards: storages
+                .into_iter()
+                .enumerate()
+                .map(|(i, s)| Shard::new(s, i < lanes))
+                .collect(),
+            lanes,
+            barrier: Barrier::new(asymmetric && lanes > 0),
             flags: CachePadded::new(AtomicU64::new(0)),
             wake: CachePadded::new(wake::FlusherWake::new()),
             stats: CachePadded::new(FlusherStats::new()),
@@ -141,7 +156,7 @@ impl<T, S: Storage<T>> Shared<T, S> {
             flush: flush::FlushTargets::new(n),
             close: close::CloseState::new(),
             id: next_batcher_id(),
-            alive: std::sync::Arc::new(()),
+            leases: std::sync::Arc::new(shard::Leases::new(lanes)),
             next_shard: AtomicUsize::new(0),
             clock: Clock::new(),
             cfg,
@@ -149,6 +164,7 @@ impl<T, S: Storage<T>> Shared<T, S> {
         }
     }
 
+    /// Every queue: the lanes, then the shards.
     pub(crate) fn shards(&self) -> &[Shard<S>] {
         &self.shards
     }
@@ -225,6 +241,11 @@ impl<T, S: Storage<T>> Shared<T, S> {
             s.fill_counters(&mut m);
         }
         m.capacity = self.cfg.capacity * self.shards.len() as u64;
+        m.lanes = self.lanes as u64;
+        m.lanes_leased = self.leases.leased();
+        m.asymmetric_barrier = self.barrier.mode() == crate::barrier::Mode::Membarrier;
+        m.heavy_barriers = self.barrier.heavy_calls();
+        m.barrier_failures = self.barrier.failures();
         self.stats.fill(&mut m, self.clock.now());
         m.flusher_wakeups = self.wake.wakeups();
         m

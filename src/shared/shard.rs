@@ -1,8 +1,13 @@
-//! Admission: the shard tail, and which shard a thread submits to.
+//! Admission: the queue tails, and which queue a thread submits to.
 //!
-//! # Invariant
+//! A batcher has `lanes` single-writer queues, then `shards` shared ones
+//! (`Shared::shards()[..lanes]` are the lanes). Both keep the same
+//! flusher-side state and storage; they differ in who writes the tail and
+//! how.
 //!
-//! Each shard has one producer-written word, its *tail*:
+//! # Shards: one CAS per reservation
+//!
+//! A shard's producer-written word, its *tail*, is
 //! `accepted << 1 | CLOSED_MARK`. A submit *reserves* slots with one
 //! `SeqCst` CAS on it ([`Shared::reserve`]), admitted only if
 //! `accepted - popped < capacity` and the mark is clear, and then pushes its
@@ -28,48 +33,100 @@
 //! with a Relaxed stamp, and snapshot the close count with a load before
 //! the mark.
 //!
-//! # The thread's shard
+//! # Lanes: plain stores, one writer
 //!
-//! A thread is given a shard round-robin the first time a batcher sees it,
-//! and keeps it for the batcher's life (per-thread order). The submit path
-//! reads a one-entry cache of plain `Cell`s with a `const` initialiser (no
+//! A lane is leased by one thread (or one [`Producer`](crate::Producer))
+//! at a time, so its tail, `accepted << 1 | BUSY_MARK`, is written with
+//! plain stores: no locked instruction on the submit path. A lane
+//! reservation ([`Shared::reserve`] on a lane):
+//!
+//! 1. checks room against a cached `popped` (re-read, Acquire, only when
+//!    the cache says full);
+//! 2. stores the tail with `BUSY_MARK` set (*enter*), passes the light
+//!    barrier ([`Barrier::light`](crate::barrier::Barrier::light)), then
+//!    loads `flags` and the lane's wake threshold;
+//! 3. refuses as closed if `CLOSING` is set (storing the tail back without
+//!    the mark); otherwise its pushes follow, and the [`Reservation`]'s
+//!    drop publishes `end << 1` (Release, *leave*) and wakes the flusher if
+//!    step 2 found it sleeping with the threshold reached.
+//!
+//! The partners of step 2 — the flusher before it parks (`shared::wake`)
+//! and `close` (`shared::close`) — set their bit with an RMW, pass the
+//! *heavy* barrier, then read the lane tails: either they see the busy
+//! mark (or the published tail), or the producer's load sees their bit.
+//! So a parking flusher never misses a crossing, and `close` waits for a
+//! busy lane to leave and takes its tail as the final count: every submit
+//! either entered before the heavy barrier (counted, drained) or sees
+//! `CLOSING` (refused with its item). A `flush` snapshot needs no barrier:
+//! a submit that returned before the call published with a Release store
+//! that happens-before the snapshot's load.
+//!
+//! Checked by the loom models in `lanes.rs`; their mutants drop the busy
+//! store, the heavy barrier at park and at close, and the re-check.
+//!
+//! # The thread's queue
+//!
+//! A thread's first submit to a batcher leases a free lane (one CAS on the
+//! lane's owner word, Acquire: it continues after the previous owner's last
+//! item), else takes a shard round-robin; either is kept for the batcher's
+//! life (per-thread order), and a lane is returned (Release) when the
+//! thread exits — items left in it drain as always. The submit path reads
+//! a one-entry cache of plain `Cell`s with a `const` initialiser (no
 //! lazy-initialisation check, no destructor); a miss looks the batcher up in
-//! the thread's list, keyed by the batcher's id and forgotten when the
-//! batcher is gone.
+//! the thread's list, keyed by the batcher's id, forgotten when the
+//! batcher is gone, and whose destructor returns the thread's lanes. A
+//! submit made from another thread-local destructor after that one ran
+//! uses a shard; its order against the thread's earlier items is not kept.
 
-use super::{Shard, Shared};
+use super::{Shard, Shared, CLOSING, SLEEPING};
 use crate::error::Refusal;
 use crate::metrics::Metrics;
 use crate::storage::{sealed::Seal, Storage};
-use crate::sync::{spin_hint, thread, AtomicU64, Ordering};
+use crate::sync::{spin_hint, thread, AtomicU64, AtomicUsize, Ordering};
 use std::cell::{Cell, RefCell};
 
 /// Low bit of a shard tail: the shard is closed.
 const CLOSED_MARK: u64 = 1;
+/// Low bit of a lane tail: its owner is inside a reservation.
+const BUSY_MARK: u64 = 1;
 
 /// What producers write (one cache line per shard, `Shard::prod`).
 #[derive(Debug)]
 pub(crate) struct ProducerSide {
-    /// `accepted << 1 | CLOSED_MARK`. Producers CAS it (`SeqCst`, the RMW
-    /// the wake protocol rides on); `close` `fetch_or`s the mark.
+    /// A shard: `accepted << 1 | CLOSED_MARK`. Producers CAS it (`SeqCst`,
+    /// the RMW the wake protocol rides on); `close` `fetch_or`s the mark.
+    /// A lane: `accepted << 1 | BUSY_MARK`, stored by its owner alone.
     tail: AtomicU64,
-    rejected_full: AtomicU64,
-    rejected_timeout: AtomicU64,
-    rejected_closed: AtomicU64,
+    /// Is this queue a lane?
+    lane: bool,
+    /// A lane: the `popped` its owner last read (its own, Relaxed). Not
+    /// modelled under loom: any value it holds is one a lane owner read
+    /// from `popped` (at most the current one), so it orders nothing.
+    cached_popped: std::sync::atomic::AtomicU64,
+    // Counters, not modelled under loom (they order nothing, and a
+    // modelled load of each in every metrics read multiplies the
+    // interleavings explored).
+    rejected_full: Counter,
+    rejected_timeout: Counter,
+    rejected_closed: Counter,
     /// Items of `submit_async` futures dropped before acceptance.
-    rejected_cancelled: AtomicU64,
-    waits: AtomicU64,
+    rejected_cancelled: Counter,
+    waits: Counter,
 }
 
+type Counter = std::sync::atomic::AtomicU64;
+
 impl ProducerSide {
-    pub(super) fn new() -> Self {
+    pub(super) fn new(lane: bool) -> Self {
         ProducerSide {
             tail: AtomicU64::new(0),
-            rejected_full: AtomicU64::new(0),
-            rejected_timeout: AtomicU64::new(0),
-            rejected_closed: AtomicU64::new(0),
-            rejected_cancelled: AtomicU64::new(0),
-            waits: AtomicU64::new(0),
+            lane,
+            cached_popped: std::sync::atomic::AtomicU64::new(0),
+            rejected_full: Counter::new(0),
+            rejected_timeout: Counter::new(0),
+            rejected_closed: Counter::new(0),
+            rejected_cancelled: Counter::new(0),
+            waits: Counter::new(0),
         }
     }
 }
@@ -87,6 +144,37 @@ impl Popped {
 }
 
 impl<S> Shard<S> {
+    /// Is this queue a single-writer lane?
+    #[inline]
+    pub(crate) fn is_lane(&self) -> bool {
+        self.prod.lane
+    }
+
+    /// The park's re-check of this queue (after the heavy barrier): has it
+    /// reached `threshold`, or (a lane) is its owner inside a reservation,
+    /// so that it may not have seen `SLEEPING`? One load: a busy mark seen
+    /// by one load and a tail below the threshold seen by another would
+    /// miss a reservation that entered, and published, between them.
+    pub(super) fn reached_or_busy(&self, threshold: u64) -> (bool, bool) {
+        let t = self.prod.tail.load(Ordering::SeqCst);
+        (t >> 1 >= threshold, self.prod.lane && t & BUSY_MARK != 0)
+    }
+
+    /// A lane's final count: waits while its owner is inside a
+    /// reservation (a few instructions, unless it was preempted there),
+    /// then returns its accepted count. Called by `close` after the heavy
+    /// barrier.
+    pub(super) fn lane_final_count(&self) -> u64 {
+        loop {
+            let t = self.prod.tail.load(Ordering::SeqCst);
+            if t & BUSY_MARK == 0 {
+                return t >> 1;
+            }
+            spin_hint();
+            thread::yield_now();
+        }
+    }
+
     /// Items accepted so far (`SeqCst`: ordered with every reservation,
     /// the close mark and the flusher's `SLEEPING`).
     #[inline]
@@ -95,10 +183,11 @@ impl<S> Shard<S> {
     }
 
     /// The accepted count, or `None` once the shard is closed (`SeqCst`: a
-    /// submit that returned before this call reserved before this load).
+    /// submit that returned before this call reserved before this load). A
+    /// lane has no mark: its count (the caller checks `CLOSING`).
     pub(super) fn accepted_if_open(&self) -> Option<u64> {
         let t = self.prod.tail.load(Ordering::SeqCst);
-        (t & CLOSED_MARK == 0).then_some(t >> 1)
+        (self.prod.lane || t & CLOSED_MARK == 0).then_some(t >> 1)
     }
 
     /// Items the flusher has popped (for a metrics read, under its
@@ -126,42 +215,64 @@ impl<S> Shard<S> {
             Refusal::Timeout => &self.prod.rejected_timeout,
             Refusal::Closed => &self.prod.rejected_closed,
         };
-        c.fetch_add(n, Ordering::Relaxed);
+        c.fetch_add(n, std::sync::atomic::Ordering::Relaxed);
     }
 
     /// Counts an item whose `submit_async` future was dropped unaccepted.
     pub(crate) fn count_cancelled(&self) {
-        self.prod.rejected_cancelled.fetch_add(1, Ordering::Relaxed);
+        self.prod
+            .rejected_cancelled
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     }
 
     /// Counts a producer that blocked for room.
     pub(crate) fn count_wait(&self) {
-        self.prod.waits.fetch_add(1, Ordering::Relaxed);
+        self.prod
+            .waits
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     }
 
     /// Adds this shard's refusal and wait counters to `m`.
     pub(super) fn fill_counters(&self, m: &mut Metrics) {
+        use std::sync::atomic::Ordering::Relaxed;
         let p = &self.prod;
-        m.rejected_full += p.rejected_full.load(Ordering::Relaxed);
-        m.rejected_timeout += p.rejected_timeout.load(Ordering::Relaxed);
-        m.rejected_closed += p.rejected_closed.load(Ordering::Relaxed);
-        m.rejected_cancelled += p.rejected_cancelled.load(Ordering::Relaxed);
-        m.producer_waits += p.waits.load(Ordering::Relaxed);
+        m.rejected_full += p.rejected_full.load(Relaxed);
+        m.rejected_timeout += p.rejected_timeout.load(Relaxed);
+        m.rejected_closed += p.rejected_closed.load(Relaxed);
+        m.rejected_cancelled += p.rejected_cancelled.load(Relaxed);
+        m.producer_waits += p.waits.load(Relaxed);
     }
 }
 
 // ===== the producer's half =====
 
 impl<T, S: Storage<T>> Shared<T, S> {
-    /// The calling thread's shard: assigned round-robin the first time this
-    /// batcher sees the thread, then kept for the batcher's life.
+    /// The calling thread's queue: a lane leased, or a shard given
+    /// round-robin, the first time this batcher sees the thread, then kept
+    /// for the batcher's life.
     #[inline]
     pub(crate) fn shard(&self) -> &Shard<S> {
-        let n = self.shards.len();
-        let idx = shard_index(self.id, &self.alive, n, || {
-            self.next_shard.fetch_add(1, Ordering::Relaxed)
+        let idx = shard_index(self.id, &self.leases, |may_lease| {
+            self.assign_queue(may_lease)
         });
         &self.shards[idx]
+    }
+
+    /// A queue for a new producer (a thread, or a `Producer` handle): a
+    /// free lane if `may_lease` and one is free, else the next shard.
+    pub(crate) fn assign_queue(&self, may_lease: bool) -> usize {
+        if may_lease {
+            if let Some(i) = self.leases.lease() {
+                return i;
+            }
+        }
+        let shards = self.shards.len() - self.lanes;
+        self.lanes + self.next_shard.fetch_add(1, Ordering::Relaxed) % shards
+    }
+
+    /// Returns a leased lane (its owner is gone).
+    pub(crate) fn return_queue(&self, i: usize) {
+        self.leases.release(i);
     }
 
     /// Reserves up to `want` slots on `shard`. The slots are filled through
@@ -172,6 +283,9 @@ impl<T, S: Storage<T>> Shared<T, S> {
         shard: &'a Shard<S>,
         want: u64,
     ) -> Result<Reservation<'a, S>, Refusal> {
+        if shard.prod.lane {
+            return self.reserve_lane(shard, want);
+        }
         let cap = self.cfg.capacity;
         let tail = &shard.prod.tail;
         let mut t = tail.load(Ordering::Relaxed);
@@ -203,11 +317,62 @@ impl<T, S: Storage<T>> Shared<T, S> {
                         shard,
                         next: n,
                         end: n + grant,
+                        lane_wake: None,
                     })
                 }
                 Err(actual) => t = actual,
             }
         }
+    }
+
+    /// A reservation on a lane the caller owns: plain stores, the light
+    /// barrier, no RMW (the module docs, steps 1–3).
+    #[inline]
+    fn reserve_lane<'a>(
+        &self,
+        lane: &'a Shard<S>,
+        want: u64,
+    ) -> Result<Reservation<'a, S>, Refusal> {
+        let cap = self.cfg.capacity;
+        let p = &lane.prod;
+        // Our own word: only this lane's owner writes it.
+        let n = p.tail.load(Ordering::Relaxed) >> 1;
+        let mut popped = p.cached_popped.load(std::sync::atomic::Ordering::Relaxed);
+        if n - popped >= cap {
+            // Acquire: pairs with the flusher's SeqCst store of `popped` in
+            // `release`, after its take: the room admitted is room the
+            // storage has.
+            popped = lane.cons.popped.0.load(Ordering::Acquire);
+            p.cached_popped
+                .store(popped, std::sync::atomic::Ordering::Relaxed);
+        }
+        let room = cap - (n - popped).min(cap);
+        if room == 0 {
+            return Err(if self.is_closed() {
+                Refusal::Closed
+            } else {
+                Refusal::Full
+            });
+        }
+        let grant = want.min(room);
+        // Enter. Relaxed: the light barrier orders it before the loads.
+        p.tail.store(n << 1 | BUSY_MARK, Ordering::Relaxed);
+        self.barrier.light();
+        // Relaxed loads after the light barrier: each pairs with a partner's
+        // RMW + heavy barrier (the module docs).
+        let flags = self.flags.load(Ordering::Relaxed);
+        if flags & CLOSING != 0 {
+            // Leave without a new item: the count `close` waits for is `n`.
+            p.tail.store(n << 1, Ordering::Release);
+            return Err(Refusal::Closed);
+        }
+        let wake = flags & SLEEPING != 0 && lane.cons.threshold.reached_by(n + grant);
+        Ok(Reservation {
+            shard: lane,
+            next: n,
+            end: n + grant,
+            lane_wake: Some(wake),
+        })
     }
 
     /// `Some` once the shard has `resume_room` free slots (`Ok`; hysteresis:
@@ -216,9 +381,15 @@ impl<T, S: Storage<T>> Shared<T, S> {
     pub(crate) fn room_ready(&self, shard: &Shard<S>) -> Option<Result<(), Refusal>> {
         let cap = self.cfg.capacity;
         // SeqCst loads: the re-check of the `WaitQueue` protocol; pair with
-        // the flusher's SeqCst store of `popped` and `mark_closed`.
+        // the flusher's SeqCst store of `popped`, `mark_closed` and (a
+        // lane) close's fetch_or(CLOSING).
         let t = shard.prod.tail.load(Ordering::SeqCst);
-        if t & CLOSED_MARK != 0 {
+        let closed = if shard.prod.lane {
+            self.is_closed()
+        } else {
+            t & CLOSED_MARK != 0
+        };
+        if closed {
             return Some(Err(Refusal::Closed));
         }
         let used = (t >> 1).saturating_sub(shard.cons.popped.0.load(Ordering::SeqCst));
@@ -226,14 +397,34 @@ impl<T, S: Storage<T>> Shared<T, S> {
     }
 }
 
-/// Slots `next..end` of one shard, reserved by one CAS and not yet
-/// filled: the only holder of their numbers, so each is pushed once, in
-/// order, by whoever reserved it. Finished by `Shared::after_push`.
+/// Slots `next..end` of one queue, reserved (by one CAS on a shard, by
+/// its owner on a lane) and not yet filled: the only holder of their
+/// numbers, so each is pushed once, in order, by whoever reserved it.
+/// Finished by `Shared::after_push`.
 #[must_use = "reserved slots must be filled, or the flusher waits for them"]
 pub(crate) struct Reservation<'a, S> {
     shard: &'a Shard<S>,
     next: u64,
     end: u64,
+    /// A lane: whether to wake the flusher after publishing (`None`: a
+    /// shard). The drop publishes a lane's filled slots.
+    lane_wake: Option<bool>,
+}
+
+impl<S> Drop for Reservation<'_, S> {
+    /// Leaves a lane: publishes the filled slots (Release: the flusher that
+    /// reads the tail finds them) and clears the busy mark. Runs on unwind
+    /// too (a user storage's `push` that panicked), so `close` never waits
+    /// for a lane left busy; on a lane only filled slots are published.
+    #[inline]
+    fn drop(&mut self) {
+        if self.lane_wake.is_some() {
+            self.shard
+                .prod
+                .tail
+                .store(self.next << 1, Ordering::Release);
+        }
+    }
 }
 
 impl<'a, S> Reservation<'a, S> {
@@ -243,12 +434,12 @@ impl<'a, S> Reservation<'a, S> {
         self.end - self.next
     }
 
-    /// The shard and the accepted count once every slot is filled (for the
-    /// wake check).
+    /// Publishes a lane's slots; returns the shard and the accepted count
+    /// once every slot is filled, and (a lane) whether to wake the flusher.
     #[inline]
-    pub(super) fn finish(self) -> (&'a Shard<S>, u64) {
+    pub(super) fn finish(self) -> (&'a Shard<S>, u64, Option<bool>) {
         debug_assert_eq!(self.next, self.end, "a reserved slot left unfilled");
-        (self.shard, self.end)
+        (self.shard, self.end, self.lane_wake)
     }
 
     /// Fills the next reserved slot with `item`.
@@ -266,7 +457,6 @@ impl<'a, S> Reservation<'a, S> {
     {
         assert!(self.next < self.end, "more items than reserved slots");
         let index = self.next;
-        self.next += 1;
         if let Some(ring) = self.shard.storage.__ring(Seal(())) {
             // SAFETY: `Ring::push`'s contract holds: `index` is below `end`,
             // so it is one of the numbers this reservation's CAS handed out,
@@ -278,12 +468,18 @@ impl<'a, S> Reservation<'a, S> {
             // `end - capacity`, stored by the flusher after its take of each
             // slot's previous item.
             unsafe { ring.push(index, item) };
+            self.next = index + 1;
             return;
         }
         let mut item = item;
         loop {
             match self.shard.storage.push(item) {
-                Ok(()) => return,
+                // Counted as filled only once pushed: if a user storage's
+                // `push` panics, a lane publishes only what arrived.
+                Ok(()) => {
+                    self.next = index + 1;
+                    return;
+                }
                 // Only a storage that breaks its contract (refusing below its
                 // capacity) gets here: wait for the flusher to pop.
                 Err(back) => {
@@ -318,7 +514,12 @@ impl<T, S: Storage<T>> Shared<T, S> {
             // per batcher, run through `&mut self`), and `next` is where its
             // previous take on this shard stopped (`popped` plus what the
             // current dispatch took).
-            Some(ring) => unsafe { ring.take_into(next, want, buf) },
+            // Bounded by the counted items: a lane's slot may be stamped
+            // before its tail is published, and what is taken must never
+            // exceed what is counted as accepted (the metrics).
+            Some(ring) => unsafe {
+                ring.take_into(next, want.min(counted.saturating_sub(next) as usize), buf)
+            },
             // A storage of the user's: take no more than this shard has
             // counted, so a queue shared by several shards (allowed) cannot
             // leave another shard's count short.
@@ -349,68 +550,135 @@ impl<T, S: Storage<T>> Shared<T, S> {
     }
 }
 
-// ===== the thread's shard =====
+// ===== the thread's queue =====
+
+/// Who holds each lane: `FREE` or `TAKEN`. The lease CAS is Acquire and
+/// the return a Release store, so a new owner continues after the previous
+/// owner's last item. Also the liveness token threads keep a `Weak` of.
+#[derive(Debug)]
+pub(crate) struct Leases {
+    owners: Box<[AtomicUsize]>,
+    /// Where the next lease starts looking (spreads threads over lanes).
+    /// Not modelled under loom: a hint.
+    hint: std::sync::atomic::AtomicUsize,
+}
+
+const FREE: usize = 0;
+const TAKEN: usize = 1;
+
+impl Leases {
+    pub(super) fn new(lanes: usize) -> Self {
+        Leases {
+            owners: (0..lanes).map(|_| AtomicUsize::new(FREE)).collect(),
+            hint: std::sync::atomic::AtomicUsize::new(0),
+        }
+    }
+
+    /// Leases a free lane, if any.
+    fn lease(&self) -> Option<usize> {
+        let n = self.owners.len();
+        let start = self.hint.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        (0..n).map(|k| (start + k) % n).find(|&i| {
+            self.owners[i]
+                .compare_exchange(FREE, TAKEN, Ordering::Acquire, Ordering::Relaxed)
+                .is_ok()
+        })
+    }
+
+    /// Returns lane `i` (any other index is a shard, never leased).
+    pub(super) fn release(&self, i: usize) {
+        if let Some(owner) = self.owners.get(i) {
+            owner.store(FREE, Ordering::Release);
+        }
+    }
+
+    /// Lanes leased now (a metrics read).
+    pub(super) fn leased(&self) -> u64 {
+        self.owners
+            .iter()
+            .filter(|o| o.load(Ordering::Relaxed) == TAKEN)
+            .count() as u64
+    }
+}
 
 /// The submit path's one-entry cache: the id of the batcher this thread
-/// used last, and its shard there.
+/// used last, and its queue there.
 struct ShardCache {
     cached_for: Cell<u64>,
     cached_index: Cell<usize>,
 }
 
-/// This thread's shard in every batcher it has used that is still alive:
-/// `(id, liveness token, shard)`.
-type Remembered = RefCell<Vec<(u64, std::sync::Weak<()>, usize)>>;
+/// This thread's queue in every batcher it has used that is still alive:
+/// `(id, leases, queue)`. Its drop (at thread exit) returns the lanes.
+struct Remembered(RefCell<Vec<(u64, std::sync::Weak<Leases>, usize)>>);
+
+impl Drop for Remembered {
+    fn drop(&mut self) {
+        // The cache must not keep pointing at a lane we no longer own.
+        let _ = CACHE.try_with(|c| c.cached_for.set(0));
+        for (_, leases, i) in self.0.get_mut().drain(..) {
+            if let Some(leases) = leases.upgrade() {
+                leases.release(i);
+            }
+        }
+    }
+}
 
 #[cfg(not(loom))]
 std::thread_local! {
     static CACHE: ShardCache = const {
         ShardCache { cached_for: Cell::new(0), cached_index: Cell::new(0) }
     };
-    static REMEMBERED: Remembered = const { RefCell::new(Vec::new()) };
+    static REMEMBERED: Remembered = const { Remembered(RefCell::new(Vec::new())) };
 }
 
 #[cfg(loom)]
 loom::thread_local! {
     static CACHE: ShardCache = ShardCache { cached_for: Cell::new(0), cached_index: Cell::new(0) };
-    static REMEMBERED: Remembered = RefCell::new(Vec::new());
+    static REMEMBERED: Remembered = Remembered(RefCell::new(Vec::new()));
 }
 
-/// This thread's shard in batcher `id` (of `n` shards, alive while `alive`
-/// is): cached, remembered, or assigned now by `assign`.
+/// This thread's queue in batcher `id` (whose lanes are `leases`): cached,
+/// remembered, or assigned now by `assign` (told whether it may lease).
 #[inline]
 fn shard_index(
     id: u64,
-    alive: &std::sync::Arc<()>,
-    n: usize,
-    assign: impl FnOnce() -> usize,
+    leases: &std::sync::Arc<Leases>,
+    assign: impl FnOnce(bool) -> usize,
 ) -> usize {
     CACHE.with(|c| {
         if c.cached_for.get() == id {
             return c.cached_index.get();
         }
-        let i = REMEMBERED.with(|r| remembered_shard(r, id, alive, n, assign));
-        c.cached_for.set(id);
-        c.cached_index.set(i);
-        i
+        remembered_shard(c, id, leases, assign)
     })
 }
 
 #[cold]
 fn remembered_shard(
-    remembered: &Remembered,
+    cache: &ShardCache,
     id: u64,
-    alive: &std::sync::Arc<()>,
-    n: usize,
-    assign: impl FnOnce() -> usize,
+    leases: &std::sync::Arc<Leases>,
+    assign: impl FnOnce(bool) -> usize,
 ) -> usize {
-    let mut shards = remembered.borrow_mut();
-    if let Some(&(_, _, i)) = shards.iter().find(|(k, _, _)| *k == id) {
-        return i;
-    }
-    // Forget the batchers that are gone, then remember this one.
-    shards.retain(|(_, w, _)| w.strong_count() > 0);
-    let i = assign() % n;
-    shards.push((id, std::sync::Arc::downgrade(alive), i));
+    let mut assign = Some(assign);
+    let found = REMEMBERED.try_with(|r| {
+        let mut queues = r.0.borrow_mut();
+        if let Some(&(_, _, i)) = queues.iter().find(|(k, _, _)| *k == id) {
+            return i;
+        }
+        // Forget the batchers that are gone, then remember this one.
+        queues.retain(|(_, w, _)| w.strong_count() > 0);
+        let i = (assign.take().expect("assigned once"))(true);
+        queues.push((id, std::sync::Arc::downgrade(leases), i));
+        i
+    });
+    // Err: the thread is exiting and its list is gone (a submit from
+    // another thread-local destructor): a shard, which needs no return.
+    // Cached like any queue: the list's destructor, which clears the
+    // cache, has run.
+    let i = found.unwrap_or_else(|_| (assign.take().expect("assigned once"))(false));
+    cache.cached_for.set(id);
+    cache.cached_index.set(i);
     i
 }

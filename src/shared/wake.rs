@@ -49,6 +49,15 @@ impl Threshold {
     pub(super) fn new() -> Self {
         Threshold(AtomicU64::new(u64::MAX))
     }
+
+    /// A lane producer's check, inside its reservation: does an accepted
+    /// count of `end` reach the threshold? Relaxed: after the light
+    /// barrier, which pairs with the flusher's heavy one (the flusher
+    /// stores the threshold before its fetch_or(SLEEPING)).
+    #[inline]
+    pub(super) fn reached_by(&self, end: u64) -> bool {
+        end >= self.0.load(Ordering::Relaxed)
+    }
 }
 
 /// What the wake path touches, away from the hot lines.
@@ -82,7 +91,15 @@ impl<T, S: Storage<T>> Shared<T, S> {
     /// reached its shard's threshold and the flusher sleeps.
     #[inline]
     pub(crate) fn after_push(&self, filled: Reservation<'_, S>) {
-        let (shard, end) = filled.finish();
+        let (shard, end, lane_wake) = filled.finish();
+        if let Some(wake) = lane_wake {
+            // A lane: published by `finish`; the check was made inside the
+            // reservation, after the light barrier (`shared::shard`).
+            if wake {
+                self.wake_flusher();
+            }
+            return;
+        }
         fence_after_rmw();
         // SeqCst loads: after the reservation RMW in the SeqCst order; pair
         // with the flusher's SeqCst store of the threshold and
@@ -163,8 +180,20 @@ impl Sleeper {
         // docs); also returns any FLUSH_REQ / CLOSED set before it (same
         // word, so no request is missed).
         let prev = shared.flags.fetch_or(SLEEPING, Ordering::SeqCst);
-        // Orders the RMW above before the re-check loads below.
-        fence(Ordering::SeqCst);
+        // Orders the RMW above before the re-check loads below: a fence for
+        // the shards; with lanes, the heavy barrier (their producers pass
+        // only the light one, `shared::shard`).
+        let mut deadline = deadline;
+        if shared.lanes == 0 {
+            fence(Ordering::SeqCst);
+        } else if !shared.barrier.heavy() {
+            // Refused (a sandbox tightened since build): the re-check may
+            // miss a crossing, so never sleep longer than a millisecond.
+            let cap = shared
+                .clock
+                .deadline_after(std::time::Duration::from_millis(1));
+            deadline = Some(deadline.map_or(cap, |d| d.min(cap)));
+        }
         if prev & (CLOSED | FLUSH_REQ) == 0 && !self.threshold_reached(shared) {
             shared.clock.park_until(deadline);
         }
@@ -219,12 +248,17 @@ impl Sleeper {
         first_item
     }
 
-    /// The re-check: has any shard reached its threshold?
+    /// The re-check: has any queue reached its threshold, or is a lane's
+    /// owner inside a reservation (it may not have seen `SLEEPING`)?
     fn threshold_reached<T, S: Storage<T>>(&self, shared: &Shared<T, S>) -> bool {
-        shared
-            .shards
-            .iter()
-            .zip(&self.thresholds)
-            .any(|(s, &w)| s.accepted() >= w)
+        shared.shards.iter().zip(&self.thresholds).any(|(s, &w)| {
+            let (reached, busy) = s.reached_or_busy(w);
+            if busy {
+                // Let the lane's owner leave (under loom: let the model
+                // schedule it) before the loop looks again.
+                thread::yield_now();
+            }
+            reached || busy
+        })
     }
 }

@@ -129,12 +129,22 @@ where
 pub type Outcome = (Duration, u64, u64);
 
 pub fn microbatch<T: Item>(producers: usize, per: u64, shards: Option<usize>) -> Outcome {
+    microbatch_with::<T>(producers, per, |b| match shards {
+        Some(s) => b.shards(s),
+        None => b,
+    })
+}
+
+/// [`microbatch`] with the builder configured by `configure` (lanes,
+/// barrier mode, shards).
+pub fn microbatch_with<T: Item>(
+    producers: usize,
+    per: u64,
+    configure: impl FnOnce(microbatch::Builder<T>) -> microbatch::Builder<T>,
+) -> Outcome {
     let tally = Arc::new(Tally::default());
     let t = Arc::clone(&tally);
-    let mut b = microbatch::Batcher::builder();
-    if let Some(s) = shards {
-        b = b.shards(s);
-    }
+    let b = configure(microbatch::Batcher::builder());
     let batcher = Arc::new(
         b.build(move |batch: &mut Vec<T>, _: &microbatch::BatchInfo| t.add(batch))
             .unwrap(),
@@ -156,6 +166,69 @@ pub fn microbatch<T: Item>(producers: usize, per: u64, shards: Option<usize>) ->
     );
     let r = tally.result();
     drop(batcher);
+    (elapsed, r.0, r.1)
+}
+
+/// The single-writer floor: one `rtrb` ring per producer, the consumer
+/// taking a ring's items only as whole batches of `BATCH` (or the rest at
+/// the end of the stream) and yielding otherwise, as a flusher paces
+/// itself — no time trigger, no close, no flush, no wake-up protocol.
+pub fn rtrb_floor<T: Item>(producers: usize, per: u64) -> Outcome {
+    let tally = Arc::new(Tally::default());
+    let mut consumers = Vec::new();
+    let mut rings = Vec::new();
+    for _ in 0..producers {
+        let (p, c) = rtrb::RingBuffer::<T>::new(DEPTH);
+        rings.push(Mutex::new(Some(p)));
+        consumers.push(c);
+    }
+    let (n, _) = expected(producers, per);
+    let t = Arc::clone(&tally);
+    let consumer = thread::spawn(move || {
+        let mut buf = Vec::with_capacity(BATCH);
+        while t.count.load(Ordering::Relaxed) < n {
+            let mut idle = true;
+            // Near the end, take partial batches (the stream's tail).
+            let ending = n - t.count.load(Ordering::Relaxed) < (BATCH * consumers.len()) as u64;
+            for c in consumers.iter_mut() {
+                let avail = c.slots();
+                if avail >= BATCH || (ending && avail > 0) {
+                    idle = false;
+                    let chunk = c.read_chunk(avail.min(BATCH)).unwrap();
+                    buf.extend(chunk);
+                    t.add(&buf);
+                    buf.clear();
+                }
+            }
+            if idle {
+                thread::yield_now();
+            }
+        }
+    });
+    let next = AtomicU64::new(0);
+    let elapsed = drive::<T, _>(
+        producers,
+        per,
+        || {
+            let i = next.fetch_add(1, Ordering::Relaxed) as usize;
+            let mut p = rings[i].lock().unwrap().take().unwrap();
+            move |x: T| {
+                let mut x = x;
+                loop {
+                    match p.push(x) {
+                        Ok(()) => break,
+                        Err(rtrb::PushError::Full(back)) => {
+                            x = back;
+                            thread::yield_now();
+                        }
+                    }
+                }
+            }
+        },
+        || tally.wait_for(n),
+    );
+    consumer.join().unwrap();
+    let r = tally.result();
     (elapsed, r.0, r.1)
 }
 
