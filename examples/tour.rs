@@ -120,6 +120,17 @@ fn throughput(run_for: Duration) -> bool {
         elapsed,
         m.submitted as f64 / elapsed.as_secs_f64() / 1e6
     );
+    println!(
+        "  queues: {} lanes (single-writer, {}) + {} shard(s); {} process-wide barriers in all",
+        m.lanes,
+        if m.asymmetric_barrier {
+            "membarrier: no fence per submit"
+        } else {
+            "fence mode: one SeqCst fence per submit"
+        },
+        m.shards,
+        m.heavy_barriers
+    );
     print_triggers(&m);
     hist.lock().unwrap().print();
     let ok = m.submitted == m.processed

@@ -92,6 +92,8 @@ pub struct Metrics {
     pub capacity: u64,
     /// Single-writer lanes this batcher has ([`Builder::lanes`](crate::Builder::lanes)).
     pub lanes: u64,
+    /// Shared shards this batcher has ([`Builder::shards`](crate::Builder::shards)).
+    pub shards: u64,
     /// Lanes leased now (by threads that submitted, and by
     /// [`Producer`](crate::Producer) handles).
     pub lanes_leased: u64,

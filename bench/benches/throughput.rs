@@ -2,10 +2,13 @@
 //!
 //! Peers in the same group: hand-built batchers on std `sync_channel` and
 //! crossbeam-channel (recv_timeout + drain), `Mutex<Vec>` swap, the
-//! `disruptor` crate (multi-producer, batching through end-of-batch), one
-//! `rtrb` ring per producer with a polling consumer (the ceiling: a hand-off
-//! with no batching semantics), and microbatch with one shard (what sharding
-//! buys). Every run's count and sum are checked before its time counts.
+//! `disruptor` crate (multi-producer, batching through end-of-batch), the
+//! single-writer floor (`rtrb-floor`: one `rtrb` ring per producer, the
+//! consumer taking whole batches, no batching semantics), the same rings
+//! with a greedy polling consumer (`rtrb-rings`), and microbatch three ways:
+//! the default (lanes; membarrier where the process may use it), lanes in
+//! fence mode, and `lanes(0)` (CAS shards only, the engine before lanes).
+//! Every run's count and sum are checked before its time counts.
 
 mod common;
 
@@ -30,11 +33,15 @@ fn group<T: Item + Default>(c: &mut Criterion) {
         g.measurement_time(Duration::from_secs(3));
         g.warm_up_time(Duration::from_millis(500));
         type Adapter = fn(usize, u64) -> Outcome;
-        let adapters: [(&str, Adapter); 7] = [
+        let adapters: [(&str, Adapter); 9] = [
             ("microbatch", |p, n| common::microbatch::<T>(p, n, None)),
-            ("microbatch-1shard", |p, n| {
-                common::microbatch::<T>(p, n, Some(1))
+            ("microbatch-fence", |p, n| {
+                common::microbatch_with::<T>(p, n, |b| b.barrier(microbatch::BarrierMode::Fence))
             }),
+            ("microbatch-shards", |p, n| {
+                common::microbatch_with::<T>(p, n, |b| b.lanes(0))
+            }),
+            ("rtrb-floor", common::rtrb_floor::<T>),
             ("std-sync-channel", common::std_channel::<T>),
             ("crossbeam-channel", common::crossbeam_channel::<T>),
             ("mutex-vec", common::mutex_vec::<T>),

@@ -242,6 +242,7 @@ impl<T, S: Storage<T>> Shared<T, S> {
         }
         m.capacity = self.cfg.capacity * self.shards.len() as u64;
         m.lanes = self.lanes as u64;
+        m.shards = (self.shards.len() - self.lanes) as u64;
         m.lanes_leased = self.leases.leased();
         m.asymmetric_barrier = self.barrier.mode() == crate::barrier::Mode::Membarrier;
         m.heavy_barriers = self.barrier.heavy_calls();
