@@ -137,7 +137,8 @@ impl<T, S: Storage<T>> Batcher<T, S> {
         Wait::from_policy(self.shared.cfg().backpressure, self.shared.clock())
     }
 
-    /// Submits an item if its shard has room now; never blocks.
+    /// Submits an item if the thread's lane (or shard) has room now; never
+    /// blocks.
     ///
     /// # Errors
     ///
@@ -163,7 +164,7 @@ impl<T, S: Storage<T>> Batcher<T, S> {
     /// # Errors
     ///
     /// `Timeout(item)` or `Closed(item)`. Called from this batcher's own
-    /// processor on a full shard it returns `Timeout` at once.
+    /// processor on a full queue it returns `Timeout` at once.
     pub fn submit_timeout(&self, item: T, timeout: Duration) -> Result<(), SubmitTimeoutError<T>> {
         let wait = Wait::at_most(timeout, self.shared.clock());
         self.shared

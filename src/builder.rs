@@ -31,8 +31,10 @@ type Prepared<T, S> = (Arc<Shared<T, S>>, FlusherCore<T, S>, MetricsLabel);
 /// |---|---|
 /// | `max_batch_size` | 512 |
 /// | `max_delay` | 1 ms, from the oldest pending item |
-/// | `shards` | available parallelism |
-/// | `capacity` (per shard) | 2 × `max_batch_size` |
+/// | `lanes` | available parallelism (single-writer, leased per thread) |
+/// | `shards` | 1 with lanes, else the available parallelism |
+/// | `capacity` (per lane and per shard) | 2 × `max_batch_size` |
+/// | `barrier` | [`BarrierMode::Auto`] (membarrier where available) |
 /// | `backpressure` | [`Backpressure::Block`] |
 /// | `wait_strategy` | [`WaitStrategy::SpinThenPark`] with a 50 µs spin |
 /// | `thread_name` | `"microbatch-flusher"` |
@@ -164,7 +166,7 @@ impl<T: Send + 'static, S: Storage<T> + 'static> Builder<T, S> {
         self
     }
 
-    /// What `submit` does on a full shard. Default [`Backpressure::Block`].
+    /// What `submit` does on a full lane or shard. Default [`Backpressure::Block`].
     pub fn backpressure(mut self, b: Backpressure) -> Self {
         self.settings.backpressure = b;
         self
@@ -259,8 +261,11 @@ impl<T: Send + 'static, S: Storage<T> + 'static> Builder<T, S> {
         self
     }
 
-    /// A storage of your own for each shard: `make(capacity)` is called once
-    /// per shard and must return a storage of exactly that capacity.
+    /// A storage of your own for each lane and each shard: `make(capacity)`
+    /// is called once per queue and must return a storage of exactly that
+    /// capacity. (A lane's owner pushes with its own single-writer protocol
+    /// whatever the storage; only the default [`RingStorage`] makes that push
+    /// a plain store.)
     pub fn storage<S2, F>(self, make: F) -> Builder<T, S2>
     where
         S2: Storage<T> + 'static,

@@ -9,14 +9,14 @@ use std::time::Duration;
 
 /// The most queues (lanes and shards together) a batcher may have.
 pub const MAX_SHARDS: usize = 1024;
-/// The largest per-shard capacity (16 Mi items).
+/// The largest capacity of one lane or shard (16 Mi items).
 pub const MAX_CAPACITY: usize = 1 << 24;
 /// The most memory the queues of one batcher may take (1 TiB): more than
 /// that is a configuration mistake, refused by `build` rather than left to
 /// abort the process in the allocator.
 pub const MAX_QUEUE_BYTES: usize = 1 << 40;
 
-/// What `submit` does when the thread's shard is full.
+/// What `submit` does when the thread's lane or shard is full.
 ///
 /// # Examples
 ///

@@ -67,7 +67,7 @@ item_error! {
     /// }
     /// ```
     TrySubmitError {
-        /// The thread's shard was full.
+        /// The thread's lane or shard was full.
         Full => "submitting on a full shard", is_full;
         /// The batcher was closed.
         Closed => "submitting on a closed batcher", is_closed;
@@ -89,7 +89,7 @@ item_error! {
     /// Why [`Batcher::submit`](crate::Batcher::submit) refused an item under the
     /// configured [`Backpressure`](crate::Backpressure) policy.
     SubmitError {
-        /// The shard was full and the policy is `Reject` (or the caller is the
+        /// The queue was full and the policy is `Reject` (or the caller is the
         /// batcher's own processor, which must not wait for itself).
         Full => "submitting on a full shard", is_full;
         /// The policy is `BlockTimeout` and no room appeared in time.
@@ -122,7 +122,7 @@ impl<T> From<SubmitTimeoutError<T>> for SubmitError<T> {
 #[derive(Debug, PartialEq, Eq, Clone, Copy)]
 #[non_exhaustive]
 pub enum SubmitManyError {
-    /// The shard was full (policy `Reject`, `try_submit_many`, or a call from
+    /// The queue was full (policy `Reject`, `try_submit_many`, or a call from
     /// the batcher's own processor).
     Full,
     /// No room appeared before the timeout.

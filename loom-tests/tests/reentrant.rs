@@ -11,8 +11,14 @@ fn processor_calls_its_own_batcher() {
     model(|| {
         let me: Arc<Mutex<Weak<Batcher<u32>>>> = Arc::new(Mutex::new(Weak::new()));
         let outcomes = Arc::new(Mutex::new(Vec::new()));
+        // Set once the processor has called its batcher: the model waits
+        // for it before dropping, so the calls are made with the batcher
+        // open in every execution (a processor that deadlocks in them
+        // leaves every thread blocked, which loom reports).
+        let ran = Arc::new((loom::sync::Mutex::new(false), loom::sync::Condvar::new()));
         let m = Arc::clone(&me);
         let o = Arc::clone(&outcomes);
+        let r = Arc::clone(&ran);
         let batcher = Arc::new(
             builder(1, 1)
                 .build(move |batch: &mut Vec<u32>, _: &BatchInfo| {
@@ -28,6 +34,8 @@ fn processor_calls_its_own_batcher() {
                             Ok(())
                         };
                         o.lock().unwrap().push((flushed, resubmitted));
+                        *r.0.lock().unwrap() = true;
+                        r.1.notify_all();
                         // `b` may be the last strong handle: dropping it here
                         // (on the flusher thread) must only close.
                     }
@@ -36,8 +44,15 @@ fn processor_calls_its_own_batcher() {
         );
         *me.lock().unwrap() = Arc::downgrade(&batcher);
         batcher.submit(1).unwrap();
+        let mut done = ran.0.lock().unwrap();
+        while !*done {
+            done = ran.1.wait(done).unwrap();
+        }
+        drop(done);
         drop(batcher);
-        for (flushed, _) in outcomes.lock().unwrap().iter() {
+        let outcomes = outcomes.lock().unwrap();
+        assert!(!outcomes.is_empty(), "the processor called its batcher");
+        for (flushed, _) in outcomes.iter() {
             assert_eq!(*flushed, Err(FlushError::Reentrant));
         }
     });

@@ -7,7 +7,7 @@ use std::fmt;
 
 pub use ring::RingStorage;
 
-/// The queue behind one shard, for a storage of your own.
+/// The queue behind one lane or shard, for a storage of your own.
 ///
 /// The Go original's `BatchStorage` had `Size`, `Append`, `GetAll` and
 /// `Clear`, called from one goroutine. Here producers on many threads append
