@@ -32,7 +32,7 @@ type Prepared<T, S> = (Arc<Shared<T, S>>, FlusherCore<T, S>, MetricsLabel);
 /// | `max_batch_size` | 512 |
 /// | `max_delay` | 1 ms, from the oldest pending item |
 /// | `lanes` | available parallelism (single-writer, leased per thread) |
-/// | `shards` | 1 with lanes, else the available parallelism |
+/// | `shards` | available parallelism (for threads beyond the lanes) |
 /// | `capacity` (per lane and per shard) | 2 × `max_batch_size` |
 /// | `barrier` | [`BarrierMode::Auto`] (membarrier where available) |
 /// | `backpressure` | [`Backpressure::Block`] |
@@ -140,8 +140,8 @@ impl<T: Send + 'static, S: Storage<T> + 'static> Builder<T, S> {
     }
 
     /// How many shared shards, for the threads beyond the lanes (one CAS per
-    /// submit, any number of threads each). Default 1 with lanes, the
-    /// available parallelism without; at least 1. Each thread keeps one
+    /// submit, any number of threads each). Default: the available
+    /// parallelism; at least 1. Each thread keeps one
     /// queue; more queues than producer threads cost only memory.
     pub fn shards(mut self, n: usize) -> Self {
         self.settings.shards = Some(n);

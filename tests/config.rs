@@ -115,10 +115,11 @@ fn defaults() {
     let m = b.metrics();
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get()) as u64;
     assert_eq!(m.lanes, cores, "a lane per core by default");
+    assert_eq!(m.shards, cores, "a shard per core by default");
     assert_eq!(
         m.capacity,
-        (cores + 1) * 2 * 512,
-        "default capacity is 2 x 512 per lane and per shard, one shard with lanes"
+        2 * cores * 2 * 512,
+        "default capacity is 2 x 512 per lane and per shard"
     );
     assert_eq!(m.lanes_leased, 0);
     b.submit(1).unwrap();

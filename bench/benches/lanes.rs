@@ -44,15 +44,17 @@ fn median(mut v: Vec<f64>) -> f64 {
     v[v.len() / 2]
 }
 
-/// ns per submit into a batcher whose flusher sleeps throughout (no batch
-/// fills, no time trigger), one thread; median of `runs`.
+/// ns per submit on one thread into a batcher whose flusher sleeps (no
+/// time trigger, chunks of 256 below the batch size, capacity 1024): as
+/// the criterion `submit` bench, a `flush` between chunks (untimed)
+/// empties the queue, so every slot is warm; median of `runs`.
 fn submit_parked(runs: usize, n: usize, mode: Option<BarrierMode>) -> f64 {
     median(
         (0..runs)
             .map(|_| {
                 let mut b = Batcher::builder()
-                    .max_batch_size(n)
-                    .capacity(n)
+                    .max_batch_size(512)
+                    .capacity(1024)
                     .max_delay(Duration::MAX)
                     .wait_strategy(WaitStrategy::Park);
                 b = match mode {
@@ -62,31 +64,42 @@ fn submit_parked(runs: usize, n: usize, mode: Option<BarrierMode>) -> f64 {
                 let batcher = b
                     .build(|batch: &mut Vec<u64>, _: &BatchInfo| batch.clear())
                     .unwrap();
-                // Lease the lane and let the flusher park first.
-                batcher.submit(0).unwrap();
-                std::thread::sleep(Duration::from_millis(2));
-                let start = Instant::now();
-                for i in 1..n as u64 {
-                    batcher.submit(std::hint::black_box(i)).unwrap();
+                let mut timed = Duration::ZERO;
+                let mut done = 0u64;
+                while done < n as u64 {
+                    let start = Instant::now();
+                    for i in 0..256 {
+                        batcher.submit(std::hint::black_box(done + i)).unwrap();
+                    }
+                    timed += start.elapsed();
+                    done += 256;
+                    batcher.flush().unwrap();
                 }
-                let took = start.elapsed().as_nanos() as f64 / (n - 1) as f64;
                 batcher.shutdown();
-                took
+                timed.as_nanos() as f64 / done as f64
             })
             .collect(),
     )
 }
 
+/// ns per `ArrayQueue::push`, chunks of 256 popped between (untimed).
 fn array_queue_push(runs: usize, n: usize) -> f64 {
     median(
         (0..runs)
             .map(|_| {
-                let q = ArrayQueue::new(n);
-                let start = Instant::now();
-                for i in 0..n as u64 {
-                    q.push(std::hint::black_box(i)).unwrap();
+                let q = ArrayQueue::new(1024);
+                let mut timed = Duration::ZERO;
+                let mut done = 0u64;
+                while done < n as u64 {
+                    let start = Instant::now();
+                    for i in 0..256 {
+                        q.push(std::hint::black_box(done + i)).unwrap();
+                    }
+                    timed += start.elapsed();
+                    done += 256;
+                    while q.pop().is_some() {}
                 }
-                start.elapsed().as_nanos() as f64 / n as f64
+                timed.as_nanos() as f64 / done as f64
             })
             .collect(),
     )
@@ -190,7 +203,7 @@ fn main() {
             m[0], m[1]
         );
         many.push(m);
-        let n = if full { 1 << 16 } else { 1 << 12 };
+        let n = if full { 1 << 14 } else { 1 << 10 };
         let a = [
             submit_parked(runs, n, Some(BarrierMode::Auto)),
             submit_parked(runs, n, Some(BarrierMode::Fence)),
