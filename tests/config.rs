@@ -48,7 +48,7 @@ fn absurd_sizes() {
     ));
     // Lanes and shards count together.
     assert!(matches!(
-        Batcher::<u8>::builder().lanes(MAX_SHARDS).build(p),
+        Batcher::<u8>::builder().lanes(MAX_SHARDS).shards(1).build(p),
         Err(BuildError::TooManyShards { shards }) if shards == MAX_SHARDS + 1
     ));
     assert!(matches!(
