@@ -312,9 +312,8 @@ impl<T: Send + 'static, S: Storage<T>> FlusherCore<T, S> {
         shared.batch_done(&self.popped, &self.tally, trigger);
 
         if exhausted {
-            // Everything still pending was reserved after the counts were
-            // read (the take stops at the counted items only for storages
-            // of the user's; the ring may take more, which is harmless).
+            // Everything still pending was counted after the counts were
+            // read (every take stops at the counted items).
             self.oldest_at = None;
             self.empty_at = self.counts_read_at;
         }

@@ -102,7 +102,8 @@ pub struct Metrics {
     /// where available); `false` in fence mode (a `SeqCst` fence per lane
     /// submit), and with no lanes.
     pub asymmetric_barrier: bool,
-    /// Heavy barriers run (at most one per flusher park, one per `close`).
+    /// Heavy barriers run: one per time the flusher set out to park (a
+    /// park abandoned because work arrived counts too), one per `close`.
     pub heavy_barriers: u64,
     /// Heavy barriers the kernel refused after a successful registration
     /// (a sandbox tightened since `build()`); see

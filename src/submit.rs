@@ -96,9 +96,11 @@ impl<T, S: Storage<T>> Shared<T, S> {
         self.shard().count_refusal(r, 1);
     }
 
-    /// Counts an item whose `submit_async` future was dropped unaccepted.
+    /// Counts an item whose `submit_async` future was dropped unaccepted
+    /// (on the last shard: a future may be dropped on a thread that never
+    /// submitted, which must not lease a lane for it).
     pub(crate) fn count_cancelled(&self) {
-        self.shard().count_cancelled();
+        self.shards()[self.shards().len() - 1].count_cancelled();
     }
 
     /// Reserves room on the calling thread's queue for as many of `items`

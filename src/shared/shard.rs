@@ -90,6 +90,41 @@ const CLOSED_MARK: u64 = 1;
 /// Low bit of a lane tail: its owner is inside a reservation.
 const BUSY_MARK: u64 = 1;
 
+/// How long a parking flusher waits for a busy lane's owner to leave
+/// before it stays awake instead: a millisecond, so that an owner stuck in
+/// its window (preempted, or in a slow user storage) costs at most one
+/// heavy barrier per millisecond, not one per loop. Under loom, one yield
+/// (each is a branch of the model).
+struct BusyWait {
+    #[cfg(not(loom))]
+    until: std::time::Instant,
+    #[cfg(loom)]
+    yields: u32,
+}
+
+impl BusyWait {
+    fn new() -> Self {
+        BusyWait {
+            #[cfg(not(loom))]
+            until: std::time::Instant::now() + std::time::Duration::from_millis(1),
+            #[cfg(loom)]
+            yields: 0,
+        }
+    }
+
+    fn over(&mut self) -> bool {
+        #[cfg(not(loom))]
+        {
+            std::time::Instant::now() >= self.until
+        }
+        #[cfg(loom)]
+        {
+            self.yields += 1;
+            self.yields > 1
+        }
+    }
+}
+
 /// What producers write (one cache line per shard, `Shard::prod`).
 #[derive(Debug)]
 pub(crate) struct ProducerSide {
@@ -150,14 +185,29 @@ impl<S> Shard<S> {
         self.prod.lane
     }
 
-    /// The park's re-check of this queue (after the heavy barrier): has it
-    /// reached `threshold`, or (a lane) is its owner inside a reservation,
-    /// so that it may not have seen `SLEEPING`? One load: a busy mark seen
-    /// by one load and a tail below the threshold seen by another would
-    /// miss a reservation that entered, and published, between them.
-    pub(super) fn reached_or_busy(&self, threshold: u64) -> (bool, bool) {
-        let t = self.prod.tail.load(Ordering::SeqCst);
-        (t >> 1 >= threshold, self.prod.lane && t & BUSY_MARK != 0)
+    /// The park's re-check of this queue (after the heavy barrier): must
+    /// the flusher stay awake for it? Yes if it reached `threshold`; a lane
+    /// whose owner is inside a reservation (it may not have seen
+    /// `SLEEPING`) is waited for, briefly, and then judged by the tail it
+    /// published: any later reservation of its owner enters after the
+    /// heavy barrier in the `SeqCst` order (this load did not see its busy
+    /// store), so it sees `SLEEPING` and the threshold. Still busy after
+    /// the wait (the owner was preempted in its window): stay awake. Each
+    /// judgement rests on one load: a busy mark seen by one load and a tail
+    /// seen by another would miss a reservation that entered, and
+    /// published, between them.
+    pub(super) fn must_stay_awake(&self, threshold: u64) -> bool {
+        let mut t = self.prod.tail.load(Ordering::SeqCst);
+        let mut wait = BusyWait::new();
+        while self.prod.lane && t & BUSY_MARK != 0 {
+            if wait.over() {
+                return true;
+            }
+            spin_hint();
+            thread::yield_now();
+            t = self.prod.tail.load(Ordering::SeqCst);
+        }
+        t >> 1 >= threshold
     }
 
     /// A lane's final count: waits while its owner is inside a
@@ -279,13 +329,23 @@ impl<T, S: Storage<T>> Shared<T, S> {
     /// the returned [`Reservation`], which alone holds their numbers.
     #[inline]
     pub(crate) fn reserve<'a>(
-        &self,
+        &'a self,
         shard: &'a Shard<S>,
         want: u64,
     ) -> Result<Reservation<'a, S>, Refusal> {
         if shard.prod.lane {
             return self.reserve_lane(shard, want);
         }
+        self.reserve_shared(shard, want)
+    }
+
+    /// A reservation on a shard: one `SeqCst` CAS.
+    #[inline]
+    fn reserve_shared<'a>(
+        &'a self,
+        shard: &'a Shard<S>,
+        want: u64,
+    ) -> Result<Reservation<'a, S>, Refusal> {
         let cap = self.cfg.capacity;
         let tail = &shard.prod.tail;
         let mut t = tail.load(Ordering::Relaxed);
@@ -329,14 +389,22 @@ impl<T, S: Storage<T>> Shared<T, S> {
     /// barrier, no RMW (the module docs, steps 1–3).
     #[inline]
     fn reserve_lane<'a>(
-        &self,
+        &'a self,
         lane: &'a Shard<S>,
         want: u64,
     ) -> Result<Reservation<'a, S>, Refusal> {
         let cap = self.cfg.capacity;
         let p = &lane.prod;
         // Our own word: only this lane's owner writes it.
-        let n = p.tail.load(Ordering::Relaxed) >> 1;
+        let t = p.tail.load(Ordering::Relaxed);
+        if t & BUSY_MARK != 0 {
+            // We are inside a reservation of this lane already: a submit
+            // from a user storage's `push` (or an allocator, a signal
+            // handler) on this thread. Two windows on one lane would lose
+            // an item; the first shard takes it.
+            return self.reserve_shared(&self.shards[self.lanes], want);
+        }
+        let n = t >> 1;
         let mut popped = p.cached_popped.load(std::sync::atomic::Ordering::Relaxed);
         if n - popped >= cap {
             // Acquire: pairs with the flusher's SeqCst store of `popped` in
@@ -459,7 +527,8 @@ impl<'a, S> Reservation<'a, S> {
         let index = self.next;
         if let Some(ring) = self.shard.storage.__ring(Seal(())) {
             // SAFETY: `Ring::push`'s contract holds: `index` is below `end`,
-            // so it is one of the numbers this reservation's CAS handed out,
+            // so it is one of the numbers this reservation handed out (by
+            // the shard's CAS, or by the lane's one owner),
             // each once, and `next` moves past it (a `Reservation` is the
             // only holder of them and is not `Clone`); the ring is this
             // shard's alone (a `RingStorage` is owned by one shard and no
@@ -480,10 +549,21 @@ impl<'a, S> Reservation<'a, S> {
                     self.next = index + 1;
                     return;
                 }
-                // Only a storage that breaks its contract (refusing below its
-                // capacity) gets here: wait for the flusher to pop.
+                // A storage shared by several queues (allowed), or one that
+                // breaks its contract (refusing below its capacity): wait
+                // for the flusher to pop.
                 Err(back) => {
                     item = back;
+                    if self.lane_wake.is_some() {
+                        // A lane counts its slots when it publishes: publish
+                        // those filled so far (still busy), or the flusher,
+                        // not knowing them, would never take them and make
+                        // room in a shared storage.
+                        self.shard
+                            .prod
+                            .tail
+                            .store(self.next << 1 | BUSY_MARK, Ordering::Release);
+                    }
                     spin_hint();
                     thread::yield_now();
                 }

@@ -251,14 +251,10 @@ impl Sleeper {
     /// The re-check: has any queue reached its threshold, or is a lane's
     /// owner inside a reservation (it may not have seen `SLEEPING`)?
     fn threshold_reached<T, S: Storage<T>>(&self, shared: &Shared<T, S>) -> bool {
-        shared.shards.iter().zip(&self.thresholds).any(|(s, &w)| {
-            let (reached, busy) = s.reached_or_busy(w);
-            if busy {
-                // Let the lane's owner leave (under loom: let the model
-                // schedule it) before the loop looks again.
-                thread::yield_now();
-            }
-            reached || busy
-        })
+        shared
+            .shards
+            .iter()
+            .zip(&self.thresholds)
+            .any(|(s, &w)| s.must_stay_awake(w))
     }
 }
