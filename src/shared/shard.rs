@@ -90,16 +90,28 @@ const CLOSED_MARK: u64 = 1;
 /// Low bit of a lane tail: its owner is inside a reservation.
 const BUSY_MARK: u64 = 1;
 
+/// The park's re-check of one queue.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Awake {
+    /// Below its threshold, no reservation open: may park.
+    No,
+    /// At or past its threshold: stay awake.
+    Reached,
+    /// A lane whose owner stayed inside its reservation: stay awake, and
+    /// let it run before looking again.
+    Busy,
+}
+
 /// How long a parking flusher waits for a busy lane's owner to leave
 /// before it stays awake instead: a millisecond, so that an owner stuck in
 /// its window (preempted, or in a slow user storage) costs at most one
-/// heavy barrier per millisecond, not one per loop. Under loom, one yield
-/// (each is a branch of the model).
+/// heavy barrier per millisecond, not one per loop. Under loom, no wait:
+/// the flusher yields after it has cleared `SLEEPING` instead (loom drops
+/// an unpark that arrives during a `yield_now`, which a real thread keeps,
+/// so a yield between `SLEEPING` and the park would be a false deadlock).
 struct BusyWait {
     #[cfg(not(loom))]
     until: std::time::Instant,
-    #[cfg(loom)]
-    yields: u32,
 }
 
 impl BusyWait {
@@ -107,8 +119,6 @@ impl BusyWait {
         BusyWait {
             #[cfg(not(loom))]
             until: std::time::Instant::now() + std::time::Duration::from_millis(1),
-            #[cfg(loom)]
-            yields: 0,
         }
     }
 
@@ -119,8 +129,7 @@ impl BusyWait {
         }
         #[cfg(loom)]
         {
-            self.yields += 1;
-            self.yields > 1
+            true
         }
     }
 }
@@ -196,18 +205,22 @@ impl<S> Shard<S> {
     /// judgement rests on one load: a busy mark seen by one load and a tail
     /// seen by another would miss a reservation that entered, and
     /// published, between them.
-    pub(super) fn must_stay_awake(&self, threshold: u64) -> bool {
+    pub(super) fn must_stay_awake(&self, threshold: u64) -> Awake {
         let mut t = self.prod.tail.load(Ordering::SeqCst);
         let mut wait = BusyWait::new();
         while self.prod.lane && t & BUSY_MARK != 0 {
             if wait.over() {
-                return true;
+                return Awake::Busy;
             }
             spin_hint();
             thread::yield_now();
             t = self.prod.tail.load(Ordering::SeqCst);
         }
-        t >> 1 >= threshold
+        if t >> 1 >= threshold {
+            Awake::Reached
+        } else {
+            Awake::No
+        }
     }
 
     /// A lane's final count: waits while its owner is inside a

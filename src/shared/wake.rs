@@ -34,7 +34,7 @@
 //! Checked by the loom model `wake`; its mutants park without the re-check,
 //! drop the producer's fence, and set idle thresholds at `count + 2`.
 
-use super::shard::Reservation;
+use super::shard::{Awake, Reservation};
 use super::{Shared, CLOSED, FLUSH_REQ, SLEEPING};
 use crate::storage::Storage;
 use crate::sync::{fence, fence_after_rmw, thread, AtomicU64, Mutex, Ordering};
@@ -194,10 +194,20 @@ impl Sleeper {
                 .deadline_after(std::time::Duration::from_millis(1));
             deadline = Some(deadline.map_or(cap, |d| d.min(cap)));
         }
-        if prev & (CLOSED | FLUSH_REQ) == 0 && !self.threshold_reached(shared) {
-            shared.clock.park_until(deadline);
+        let mut busy = false;
+        if prev & (CLOSED | FLUSH_REQ) == 0 {
+            match self.recheck(shared) {
+                Awake::No => shared.clock.park_until(deadline),
+                Awake::Reached => {}
+                Awake::Busy => busy = true,
+            }
         }
         shared.flags.fetch_and(!SLEEPING, Ordering::SeqCst);
+        if busy {
+            // Let the busy lane's owner run (under loom: let the model
+            // schedule it) before the loop looks again.
+            thread::yield_now();
+        }
         first_item
     }
 
@@ -249,12 +259,16 @@ impl Sleeper {
     }
 
     /// The re-check: has any queue reached its threshold, or is a lane's
-    /// owner inside a reservation (it may not have seen `SLEEPING`)?
-    fn threshold_reached<T, S: Storage<T>>(&self, shared: &Shared<T, S>) -> bool {
-        shared
-            .shards
-            .iter()
-            .zip(&self.thresholds)
-            .any(|(s, &w)| s.must_stay_awake(w))
+    /// owner still inside a reservation (it may not have seen `SLEEPING`)?
+    fn recheck<T, S: Storage<T>>(&self, shared: &Shared<T, S>) -> Awake {
+        let mut awake = Awake::No;
+        for (s, &w) in shared.shards.iter().zip(&self.thresholds) {
+            match s.must_stay_awake(w) {
+                Awake::Reached => return Awake::Reached,
+                Awake::Busy => awake = Awake::Busy,
+                Awake::No => {}
+            }
+        }
+        awake
     }
 }
