@@ -231,3 +231,35 @@ fn handles_beyond_the_lanes_and_after_the_batcher() {
     assert!(e.is_closed());
     assert_eq!(e.into_inner(), (9, 9));
 }
+
+/// A batcher dropped with its user-run flusher never run: the items in its
+/// lanes (unstamped rings, dropped from the published tail) and in its
+/// shards (stamped) are each dropped exactly once.
+#[test]
+fn items_left_in_lanes_are_dropped_once() {
+    use common::DropCounted;
+    let drops = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let (batcher, flusher) = Batcher::builder()
+        .lanes(1)
+        .shards(1)
+        .capacity(8)
+        .max_batch_size(8)
+        .build_with_flusher(|b: &mut Vec<DropCounted>, _: &BatchInfo| b.clear())
+        .unwrap();
+    let mut lane = batcher.producer();
+    let mut shard = batcher.producer();
+    assert!(lane.is_lane() && !shard.is_lane());
+    for i in 0..5 {
+        lane.try_submit(DropCounted::counting(&drops)).unwrap();
+        if i < 3 {
+            shard.try_submit(DropCounted::counting(&drops)).unwrap();
+        }
+    }
+    assert_eq!(batcher.metrics().queue_depth, 8);
+    drop((lane, shard, flusher, batcher));
+    assert_eq!(
+        drops.load(Ordering::Relaxed),
+        8,
+        "every queued item dropped once"
+    );
+}

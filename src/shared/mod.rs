@@ -101,7 +101,7 @@ impl<S> Shard<S> {
 
 /// The state of one batcher that its producers, its callers and its
 /// flusher share.
-pub(crate) struct Shared<T, S> {
+pub(crate) struct Shared<T, S: Storage<T>> {
     /// The lanes (`..lanes`), then the shards.
     shards: Box<[Shard<S>]>,
     lanes: usize,
@@ -125,6 +125,12 @@ pub(crate) struct Shared<T, S> {
     clock: Clock,
     cfg: Config,
     _items: PhantomData<fn(T) -> T>,
+}
+
+impl<T, S: Storage<T>> Drop for Shared<T, S> {
+    fn drop(&mut self) {
+        self.drop_lane_leftovers();
+    }
 }
 
 /// A process-wide number for a new batcher, never reused (unlike its

@@ -436,8 +436,14 @@ impl<T, S: Storage<T>> Shared<T, S> {
             });
         }
         let grant = want.min(room);
-        // Enter. Relaxed: the light barrier orders it before the loads.
-        p.tail.store(n << 1 | BUSY_MARK, Ordering::Relaxed);
+        // Enter. The light barrier orders it before the loads below.
+        // Release, not Relaxed (on x86 the same plain store): the flusher
+        // may load this value, not the publish before it, and take the
+        // items it counts; a lane's ring has no stamps, so this store must
+        // carry the previous publish's slot writes (C++20 release sequences
+        // no longer include later plain stores of the same thread; loom
+        // found it, as an unsynchronised slot read).
+        p.tail.store(n << 1 | BUSY_MARK, Ordering::Release);
         self.barrier.light();
         // Relaxed loads after the light barrier: each pairs with a partner's
         // RMW + heavy barrier (the module docs).
@@ -549,7 +555,15 @@ impl<'a, S> Reservation<'a, S> {
             // slots only after an Acquire load of a `popped` above
             // `end - capacity`, stored by the flusher after its take of each
             // slot's previous item.
-            unsafe { ring.push(index, item) };
+            unsafe {
+                if self.lane_wake.is_some() {
+                    // A lane's ring: its owner's tail store (the drop of
+                    // this reservation, Release) publishes the slot.
+                    ring.push_unstamped(index, item);
+                } else {
+                    ring.push(index, item);
+                }
+            }
             self.next = index + 1;
             return;
         }
@@ -602,17 +616,25 @@ impl<T, S: Storage<T>> Shared<T, S> {
     ) -> usize {
         let shard = &self.shards[i];
         match shard.storage.__ring(Seal(())) {
-            // SAFETY: `Ring::take_into`'s contract holds: the flusher, the
-            // only caller, is the shard's one consumer (one `FlusherCore`
-            // per batcher, run through `&mut self`), and `next` is where its
-            // previous take on this shard stopped (`popped` plus what the
-            // current dispatch took).
-            // Bounded by the counted items: a lane's slot may be stamped
-            // before its tail is published, and what is taken must never
+            // SAFETY: `Ring::take_into`'s and `take_published`'s contracts
+            // hold: the flusher, the only caller, is the shard's one
+            // consumer (one `FlusherCore` per batcher, run through `&mut
+            // self`), and `next` is where its previous take on this shard
+            // stopped (`popped` plus what the current dispatch took). A
+            // lane's ring is only ever filled by `push_unstamped`, and
+            // `counted` is a tail the flusher loaded (SeqCst, an acquire)
+            // after its owner published those items with Release. Bounded
+            // by the counted items either way: what is taken must never
             // exceed what is counted as accepted (the metrics).
-            Some(ring) => unsafe {
-                ring.take_into(next, want.min(counted.saturating_sub(next) as usize), buf)
-            },
+            Some(ring) => {
+                let ask = want.min(counted.saturating_sub(next) as usize);
+                if shard.prod.lane {
+                    unsafe { ring.take_published(next, ask, buf) };
+                    ask
+                } else {
+                    unsafe { ring.take_into(next, ask, buf) }
+                }
+            }
             // A storage of the user's: take no more than this shard has
             // counted, so a queue shared by several shards (allowed) cannot
             // leave another shard's count short.
@@ -774,4 +796,22 @@ fn remembered_shard(
     cache.cached_for.set(id);
     cache.cached_index.set(i);
     i
+}
+
+impl<T, S: Storage<T>> Shared<T, S> {
+    /// Drops what the lanes' rings still hold (they have no stamps for the
+    /// ring's own drop to find): called once, as the shared state goes.
+    #[allow(unsafe_code)]
+    pub(super) fn drop_lane_leftovers(&mut self) {
+        for shard in self.shards.iter().filter(|s| s.prod.lane) {
+            if let Some(ring) = shard.storage.__ring(Seal(())) {
+                let tail = shard.prod.tail.load(Ordering::Relaxed) >> 1;
+                // SAFETY: `&mut self`: no producer or consumer is left; a
+                // lane's ring is filled by `push_unstamped` alone, and its
+                // tail counts exactly the items pushed (a lane publishes
+                // only filled slots), of which the ring's head were taken.
+                unsafe { ring.drop_published(tail) };
+            }
+        }
+    }
 }

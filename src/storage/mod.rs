@@ -23,10 +23,15 @@ pub use ring::RingStorage;
 /// does its own admission control, never having more than
 /// [`capacity`](Storage::capacity) items pushed and not yet popped in one
 /// storage, and relies on the storage for this much behaviour:
-/// - accept every `push` while it holds fewer than `capacity()` items. The
-///   slot is already counted when `push` is called, so a storage that
-///   refuses early makes that producer retry (yielding) until it accepts,
-///   and one that never accepts stalls it;
+/// - accept every `push` while it holds fewer than `capacity()` items. A
+///   storage that refuses early makes that producer retry (yielding) until
+///   it accepts (on a lane, publishing what it pushed so far, so the
+///   flusher can drain a storage shared with other queues), and one that
+///   never accepts stalls it;
+/// - not call into its own batcher from `push` in a way that waits for the
+///   flusher (`close`, `flush`, a blocking submit on a full queue): the
+///   producer is inside its reservation. A non-blocking submit from `push`
+///   is taken by a shard;
 /// - hand back, through `pop`, every item it accepted, once, first-in
 ///   first-out for pushes from one thread (per-thread order is a guarantee
 ///   of the batcher). A storage that loses an item makes `flush` and the

@@ -11,6 +11,14 @@
 //! greater than `n - capacity`, which the flusher stored after reading the
 //! previous occupant.
 //!
+//! A lane's ring (`shared::shard`, "Lanes") has no stamps: its one owner
+//! writes the slot ([`Ring::push_unstamped`]) and publishes it with the
+//! Release store of the lane's tail, which the flusher acquires before it
+//! takes that many ([`Ring::take_published`]); items never taken are
+//! dropped from the tail by the batcher ([`Ring::drop_published`]). No
+//! stamp store per item, and no stamp lines to move between the cores
+//! (what that is worth: BENCHMARKS.md, "Lanes").
+//!
 //! This module holds the crate's `unsafe` code: two accesses to a slot's
 //! value cell, each justified below (under loom the cells are loom's, so the
 //! models check them for data races), and a `prefetchw` hint on x86-64. The
@@ -244,6 +252,71 @@ impl<T> Ring<T> {
         self.stamps[i].store(index + 1, Ordering::Release);
     }
 
+    /// Writes item `index` into its slot without a stamp: a lane's, whose
+    /// tail (stored with Release by its one owner after this call)
+    /// publishes it.
+    ///
+    /// # Safety
+    ///
+    /// As [`push`](Ring::push), and: every push to this ring is a
+    /// `push_unstamped` and every take a [`take_published`](Ring::take_published),
+    /// and the caller publishes the item (a Release store the consumer
+    /// acquires before it takes it).
+    #[inline]
+    pub(crate) unsafe fn push_unstamped(&self, index: u64, item: T) {
+        if self.ahead != 0 {
+            prefetch_for_write(&self.values[self.slot(index + self.ahead)]);
+        }
+        let i = self.slot(index);
+        // SAFETY: as in `push`: the previous occupant was taken before this
+        // call, and no other push has this index.
+        self.values[i].with_mut(|p| unsafe { (*p).write(item) });
+    }
+
+    /// Takes the `count` items numbered `index`, … into `out` (a lane's
+    /// ring: no stamps to check).
+    ///
+    /// # Safety
+    ///
+    /// One consumer, as [`take_into`](Ring::take_into); the items
+    /// `index..index + count` were pushed with
+    /// [`push_unstamped`](Ring::push_unstamped) and published to this
+    /// thread (the consumer acquired a tail at or above `index + count`).
+    #[inline]
+    pub(crate) unsafe fn take_published(&self, index: u64, count: usize, out: &mut Vec<T>) {
+        out.reserve(count);
+        for k in index..index + count as u64 {
+            let i = self.slot(k);
+            // SAFETY: item `k` was written and its write is visible (the
+            // contract: published, and the tail acquired); each index is
+            // taken once by the one consumer, and no producer rewrites the
+            // slot before the consumer publishes a `popped` above `k`.
+            out.push(self.values[i].with_mut(|p| unsafe { (*p).assume_init_read() }));
+        }
+        if count > 0 {
+            self.head.store(index + count as u64, Ordering::Relaxed);
+        }
+    }
+
+    /// Drops the items `head..tail` of a lane's ring, never taken (the
+    /// batcher going away with items its flusher never drained).
+    ///
+    /// # Safety
+    ///
+    /// `&mut`-exclusive in effect (the batcher's shared state is being
+    /// dropped: no producer or consumer is left), and `tail` is the lane's
+    /// published count: the items `head..tail` were pushed with
+    /// [`push_unstamped`](Ring::push_unstamped) and not taken.
+    pub(crate) unsafe fn drop_published(&self, tail: u64) {
+        let head = self.head.load(Ordering::Relaxed);
+        for k in head..tail {
+            // SAFETY: the contract: item `k` is written, not taken, and
+            // nobody else can reach the slot any more.
+            self.values[self.slot(k)].with_mut(|p| unsafe { (*p).assume_init_drop() });
+        }
+        self.head.store(tail, Ordering::Relaxed);
+    }
+
     /// Takes the items numbered `index`, `index + 1`, … into `out`, up to
     /// `max` of them, stopping at the first not yet written; returns how
     /// many it took.
@@ -282,7 +355,8 @@ impl<T> Ring<T> {
 impl<T> Drop for Ring<T> {
     fn drop(&mut self) {
         // Items written and never taken (a batcher dropped with its flusher
-        // never run, during a panic) are dropped here.
+        // never run, during a panic) are dropped here; a lane's ring has no
+        // stamps, and its batcher drops them first (`drop_published`).
         let head = self.head.load(Ordering::Relaxed);
         for (stamp, value) in self.stamps.iter().zip(self.values.iter()) {
             if stamp.load(Ordering::Acquire) > head {
@@ -388,6 +462,37 @@ mod tests {
             5,
             "left-overs dropped with the ring"
         );
+    }
+
+    /// A lane's ring: unstamped pushes, taken by count, left-overs dropped
+    /// by `drop_published` (and not again by the ring's own drop).
+    #[test]
+    fn unstamped_lane_ring() {
+        let drops = Arc::new(AtomicU64::new(0));
+        let ring = Ring::new(4);
+        let item = |i| Counted(i, Arc::clone(&drops));
+        let mut out = Vec::new();
+        // SAFETY: one thread; each index pushed once, unstamped, and taken
+        // in order once "published" (pushed before the take on this thread);
+        // an index pushed only after the item a lap before it was taken.
+        unsafe {
+            for i in 0..4 {
+                ring.push_unstamped(i, item(i));
+            }
+            assert_eq!(ring.len(), 0, "no stamps: len cannot see a lane's items");
+            ring.take_published(0, 3, &mut out);
+            for i in 4..7 {
+                ring.push_unstamped(i, item(i));
+            }
+            ring.take_published(3, 2, &mut out);
+            assert_eq!(out.iter().map(|c| c.0).collect::<Vec<_>>(), [0, 1, 2, 3, 4]);
+            drop(out);
+            assert_eq!(drops.load(Ordering::Relaxed), 5);
+            ring.drop_published(7); // items 5 and 6 were never taken
+        }
+        assert_eq!(drops.load(Ordering::Relaxed), 7);
+        drop(ring);
+        assert_eq!(drops.load(Ordering::Relaxed), 7, "not dropped twice");
     }
 
     /// Capacities that are not powers of two index by `%`.
