@@ -616,22 +616,27 @@ impl<T, S: Storage<T>> Shared<T, S> {
     ) -> usize {
         let shard = &self.shards[i];
         match shard.storage.__ring(Seal(())) {
-            // SAFETY: `Ring::take_into`'s and `take_published`'s contracts
-            // hold: the flusher, the only caller, is the shard's one
-            // consumer (one `FlusherCore` per batcher, run through `&mut
-            // self`), and `next` is where its previous take on this shard
-            // stopped (`popped` plus what the current dispatch took). A
-            // lane's ring is only ever filled by `push_unstamped`, and
-            // `counted` is a tail the flusher loaded (SeqCst, an acquire)
-            // after its owner published those items with Release. Bounded
-            // by the counted items either way: what is taken must never
-            // exceed what is counted as accepted (the metrics).
+            // Bounded by the counted items either way: what is taken must
+            // never exceed what is counted as accepted (the metrics).
             Some(ring) => {
                 let ask = want.min(counted.saturating_sub(next) as usize);
                 if shard.prod.lane {
+                    // SAFETY: `Ring::take_published`'s contract holds: the
+                    // flusher, the only caller, is the lane's one consumer
+                    // (one `FlusherCore` per batcher, run through `&mut
+                    // self`); `next` is where its previous take stopped
+                    // (`popped` plus what the current dispatch took); a
+                    // lane's ring is only ever filled by `push_unstamped`;
+                    // and `counted` is a tail the flusher loaded (SeqCst, an
+                    // acquire) after the owner's Release stores of it (the
+                    // publish, or the busy mark after it) covered the items
+                    // `next..next + ask`.
                     unsafe { ring.take_published(next, ask, buf) };
                     ask
                 } else {
+                    // SAFETY: `Ring::take_into`'s contract holds: the one
+                    // consumer, as above, and `next` where its previous
+                    // take on this shard stopped.
                     unsafe { ring.take_into(next, ask, buf) }
                 }
             }
