@@ -87,17 +87,12 @@ fn storage_shared_by_two_lanes_drains() {
     assert_eq!(processed.load(Ordering::SeqCst), 4);
 }
 
-static REENTRANT: OnceLock<Batcher<u32, Reentrant>> = OnceLock::new();
+/// An `ArrayQueue` whose `push` first calls a hook with the item.
+struct Hooked<F>(crossbeam_queue::ArrayQueue<u32>, F);
 
-/// A storage whose `push` of item 1 submits item 100 to its own batcher,
-/// on the same thread, while the lane's reservation is open.
-struct Reentrant(crossbeam_queue::ArrayQueue<u32>);
-
-impl Storage<u32> for Reentrant {
+impl<F: Fn(u32) + Send + Sync> Storage<u32> for Hooked<F> {
     fn push(&self, item: u32) -> Result<(), u32> {
-        if item == 1 {
-            REENTRANT.get().unwrap().submit(100).unwrap();
-        }
+        (self.1)(item);
         self.0.push(item)
     }
     fn pop(&self) -> Option<u32> {
@@ -111,6 +106,18 @@ impl Storage<u32> for Reentrant {
     }
 }
 
+type Reentrant = Hooked<fn(u32)>;
+
+static REENTRANT: OnceLock<Batcher<u32, Reentrant>> = OnceLock::new();
+
+/// The push of item 1 submits item 100 to its own batcher, on the same
+/// thread, while the lane's reservation is open.
+fn submit_from_push(item: u32) {
+    if item == 1 {
+        REENTRANT.get().unwrap().submit(100).unwrap();
+    }
+}
+
 /// A submit nested inside a lane reservation goes to a shard instead of
 /// opening a second window on the same lane (which would lose an item).
 #[test]
@@ -120,7 +127,12 @@ fn submit_from_inside_a_lane_push() {
     let batcher = Batcher::builder()
         .lanes(1)
         .shards(1)
-        .storage(|c| Reentrant(crossbeam_queue::ArrayQueue::new(c)))
+        .storage(|c| {
+            Hooked(
+                crossbeam_queue::ArrayQueue::new(c),
+                submit_from_push as fn(u32),
+            )
+        })
         .build(move |batch: &mut Vec<u32>, _: &BatchInfo| s.lock().unwrap().append(batch))
         .unwrap();
     assert!(REENTRANT.set(batcher).is_ok());
@@ -136,28 +148,6 @@ fn submit_from_inside_a_lane_push() {
     assert_eq!((m.submitted, m.processed), (6, 6));
 }
 
-/// A storage whose push of item 7 takes 200 ms: the lane's owner sits
-/// inside its reservation all that time.
-struct Slow(crossbeam_queue::ArrayQueue<u32>);
-
-impl Storage<u32> for Slow {
-    fn push(&self, item: u32) -> Result<(), u32> {
-        if item == 7 {
-            std::thread::sleep(Duration::from_millis(200));
-        }
-        self.0.push(item)
-    }
-    fn pop(&self) -> Option<u32> {
-        self.0.pop()
-    }
-    fn len(&self) -> usize {
-        self.0.len()
-    }
-    fn capacity(&self) -> usize {
-        self.0.capacity()
-    }
-}
-
 /// A flusher that finds a lane busy waits up to a millisecond for it
 /// before it gives up parking, so a stuck owner costs at most about one
 /// heavy barrier per millisecond (measured before the wait: 2,500 in the
@@ -167,7 +157,15 @@ fn a_busy_lane_does_not_make_the_flusher_hammer_the_barrier() {
     let batcher = Batcher::builder()
         .lanes(1)
         .shards(1)
-        .storage(|c| Slow(crossbeam_queue::ArrayQueue::new(c)))
+        // The push of item 7 takes 200 ms: the lane's owner sits inside its
+        // reservation all that time.
+        .storage(|c| {
+            Hooked(crossbeam_queue::ArrayQueue::new(c), |item| {
+                if item == 7 {
+                    std::thread::sleep(Duration::from_millis(200));
+                }
+            })
+        })
         .build(|batch: &mut Vec<u32>, _: &BatchInfo| batch.clear())
         .unwrap();
     batcher.submit(1).unwrap();

@@ -25,25 +25,6 @@ use crossbeam_queue::ArrayQueue;
 use microbatch::{BarrierMode, BatchInfo, Batcher, WaitStrategy};
 use std::time::{Duration, Instant};
 
-/// Median ns per item over `runs` runs, each checked for exact delivery.
-fn per_item(runs: usize, producers: usize, per: u64, run: impl Fn() -> Outcome) -> f64 {
-    let (count, sum) = expected(producers, per);
-    median(
-        (0..runs)
-            .map(|_| {
-                let (took, c, s) = run();
-                assert_eq!((c, s), (count, sum), "an adapter lost or duplicated items");
-                took.as_nanos() as f64 / count as f64
-            })
-            .collect(),
-    )
-}
-
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(|a, b| a.partial_cmp(b).unwrap());
-    v[v.len() / 2]
-}
-
 /// ns per submit on one thread into a batcher whose flusher sleeps (no
 /// time trigger, chunks of 256 below the batch size, capacity 1024): as
 /// the criterion `submit` bench, a `flush` between chunks (untimed)

@@ -22,20 +22,6 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-/// Median ns per item over `runs` runs, each checked for exact delivery.
-fn per_item(runs: usize, producers: usize, per: u64, run: impl Fn() -> Outcome) -> f64 {
-    let (count, sum) = expected(producers, per);
-    median(
-        (0..runs)
-            .map(|_| {
-                let (took, c, s) = run();
-                assert_eq!((c, s), (count, sum), "an adapter lost or duplicated items");
-                took.as_nanos() as f64 / count as f64
-            })
-            .collect(),
-    )
-}
-
 /// Median round trip of one cache line between two threads, in ns.
 fn ping_pong(rounds: u64) -> f64 {
     #[repr(align(128))]
@@ -65,11 +51,6 @@ fn ping_pong(rounds: u64) -> f64 {
         })
         .collect();
     median(trips)
-}
-
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(f64::total_cmp);
-    v[v.len() / 2]
 }
 
 fn main() {

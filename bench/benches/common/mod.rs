@@ -174,6 +174,14 @@ pub fn microbatch_with<T: Item>(
 /// the end of the stream) and yielding otherwise, as a flusher paces
 /// itself — no time trigger, no close, no flush, no wake-up protocol.
 pub fn rtrb_floor<T: Item>(producers: usize, per: u64) -> Outcome {
+    rtrb_per_producer::<T>(producers, per, true)
+}
+
+/// One `rtrb` ring per producer. `paced`: the consumer takes whole
+/// batches and yields when there are none, and a producer on a full ring
+/// yields (the floor); else it takes whatever is there and spins, as does
+/// a producer on a full ring (the greedy rings).
+fn rtrb_per_producer<T: Item>(producers: usize, per: u64, paced: bool) -> Outcome {
     let tally = Arc::new(Tally::default());
     let mut consumers = Vec::new();
     let mut rings = Vec::new();
@@ -184,24 +192,31 @@ pub fn rtrb_floor<T: Item>(producers: usize, per: u64) -> Outcome {
     }
     let (n, _) = expected(producers, per);
     let t = Arc::clone(&tally);
+    let idle = move || {
+        if paced {
+            thread::yield_now();
+        } else {
+            std::hint::spin_loop();
+        }
+    };
     let consumer = thread::spawn(move || {
         let mut buf = Vec::with_capacity(BATCH);
         while t.count.load(Ordering::Relaxed) < n {
-            let mut idle = true;
+            let mut nothing = true;
             // Near the end, take partial batches (the stream's tail).
             let ending = n - t.count.load(Ordering::Relaxed) < (BATCH * consumers.len()) as u64;
             for c in consumers.iter_mut() {
                 let avail = c.slots();
-                if avail >= BATCH || (ending && avail > 0) {
-                    idle = false;
+                if avail >= BATCH || (avail > 0 && (ending || !paced)) {
+                    nothing = false;
                     let chunk = c.read_chunk(avail.min(BATCH)).unwrap();
                     buf.extend(chunk);
                     t.add(&buf);
                     buf.clear();
                 }
             }
-            if idle {
-                thread::yield_now();
+            if nothing {
+                idle();
             }
         }
     });
@@ -219,7 +234,7 @@ pub fn rtrb_floor<T: Item>(producers: usize, per: u64) -> Outcome {
                         Ok(()) => break,
                         Err(rtrb::PushError::Full(back)) => {
                             x = back;
-                            thread::yield_now();
+                            idle();
                         }
                     }
                 }
@@ -393,58 +408,25 @@ pub fn disruptor<T: Item + Default>(producers: usize, per: u64) -> Outcome {
 /// One `rtrb` ring per producer and one consumer polling them all: no
 /// batching semantics, just the hand-off — the ceiling.
 pub fn rtrb_rings<T: Item>(producers: usize, per: u64) -> Outcome {
-    let tally = Arc::new(Tally::default());
-    let mut consumers = Vec::new();
-    let mut rings = Vec::new();
-    for _ in 0..producers {
-        let (p, c) = rtrb::RingBuffer::<T>::new(DEPTH);
-        rings.push(Mutex::new(Some(p)));
-        consumers.push(c);
-    }
-    let (n, _) = expected(producers, per);
-    let t = Arc::clone(&tally);
-    let consumer = thread::spawn(move || {
-        let mut buf = Vec::with_capacity(BATCH);
-        while t.count.load(Ordering::Relaxed) < n {
-            let mut idle = true;
-            for c in consumers.iter_mut() {
-                let k = c.slots().min(BATCH);
-                if k > 0 {
-                    idle = false;
-                    let chunk = c.read_chunk(k).unwrap();
-                    buf.extend(chunk);
-                    t.add(&buf);
-                    buf.clear();
-                }
-            }
-            if idle {
-                std::hint::spin_loop();
-            }
-        }
-    });
-    let next = AtomicU64::new(0);
-    let elapsed = drive::<T, _>(
-        producers,
-        per,
-        || {
-            let i = next.fetch_add(1, Ordering::Relaxed) as usize;
-            let mut p = rings[i].lock().unwrap().take().unwrap();
-            move |x: T| {
-                let mut x = x;
-                loop {
-                    match p.push(x) {
-                        Ok(()) => break,
-                        Err(rtrb::PushError::Full(back)) => {
-                            x = back;
-                            std::hint::spin_loop();
-                        }
-                    }
-                }
-            }
-        },
-        || tally.wait_for(n),
-    );
-    consumer.join().unwrap();
-    let r = tally.result();
-    (elapsed, r.0, r.1)
+    rtrb_per_producer::<T>(producers, per, false)
+}
+
+/// Median ns per item over `runs` runs, each checked for exact delivery.
+pub fn per_item(runs: usize, producers: usize, per: u64, run: impl Fn() -> Outcome) -> f64 {
+    let (count, sum) = expected(producers, per);
+    median(
+        (0..runs)
+            .map(|_| {
+                let (took, c, s) = run();
+                assert_eq!((c, s), (count, sum), "an adapter lost or duplicated items");
+                took.as_nanos() as f64 / count as f64
+            })
+            .collect(),
+    )
+}
+
+/// The median of `v` (the upper one of an even count).
+pub fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    v[v.len() / 2]
 }
