@@ -105,31 +105,30 @@ pub(crate) enum Awake {
 /// How long a parking flusher waits for a busy lane's owner to leave
 /// before it stays awake instead: a millisecond, so that an owner stuck in
 /// its window (preempted, or in a slow user storage) costs at most one
-/// heavy barrier per millisecond, not one per loop. Under loom, no wait:
-/// the flusher yields after it has cleared `SLEEPING` instead (loom drops
-/// an unpark that arrives during a `yield_now`, which a real thread keeps,
-/// so a yield between `SLEEPING` and the park would be a false deadlock).
+/// heavy barrier per millisecond, not one per loop. The clock is read
+/// only once a lane is found busy. Under loom, one yield (each is a branch
+/// of the model), so the judgement after a wait is explored too.
+#[derive(Default)]
 struct BusyWait {
     #[cfg(not(loom))]
-    until: std::time::Instant,
+    until: Option<std::time::Instant>,
+    #[cfg(loom)]
+    waited: bool,
 }
 
 impl BusyWait {
-    fn new() -> Self {
-        BusyWait {
-            #[cfg(not(loom))]
-            until: std::time::Instant::now() + std::time::Duration::from_millis(1),
-        }
-    }
-
+    /// Called before each wait: has the flusher waited long enough?
     fn over(&mut self) -> bool {
         #[cfg(not(loom))]
         {
-            std::time::Instant::now() >= self.until
+            let now = std::time::Instant::now();
+            now >= *self
+                .until
+                .get_or_insert(now + std::time::Duration::from_millis(1))
         }
         #[cfg(loom)]
         {
-            true
+            std::mem::replace(&mut self.waited, true)
         }
     }
 }
@@ -206,20 +205,11 @@ impl<S> Shard<S> {
     /// seen by another would miss a reservation that entered, and
     /// published, between them.
     pub(super) fn must_stay_awake(&self, threshold: u64) -> Awake {
-        let mut t = self.prod.tail.load(Ordering::SeqCst);
-        let mut wait = BusyWait::new();
-        while self.prod.lane && t & BUSY_MARK != 0 {
-            if wait.over() {
-                return Awake::Busy;
-            }
-            spin_hint();
-            thread::yield_now();
-            t = self.prod.tail.load(Ordering::SeqCst);
-        }
-        if t >> 1 >= threshold {
-            Awake::Reached
-        } else {
-            Awake::No
+        let mut wait = BusyWait::default();
+        match self.tail_when_not_busy(|| wait.over()) {
+            None => Awake::Busy,
+            Some(t) if t >> 1 >= threshold => Awake::Reached,
+            Some(_) => Awake::No,
         }
     }
 
@@ -228,10 +218,23 @@ impl<S> Shard<S> {
     /// then returns its accepted count. Called by `close` after the heavy
     /// barrier.
     pub(super) fn lane_final_count(&self) -> u64 {
+        self.tail_when_not_busy(|| false)
+            .expect("waits until the owner leaves")
+            >> 1
+    }
+
+    /// The tail word, loaded once the queue is not a lane inside a
+    /// reservation, yielding between loads; `None` if `give_up` (asked
+    /// before each wait) says so first. The word returned is the one load
+    /// that found the lane not busy.
+    fn tail_when_not_busy(&self, mut give_up: impl FnMut() -> bool) -> Option<u64> {
         loop {
             let t = self.prod.tail.load(Ordering::SeqCst);
-            if t & BUSY_MARK == 0 {
-                return t >> 1;
+            if !self.prod.lane || t & BUSY_MARK == 0 {
+                return Some(t);
+            }
+            if give_up() {
+                return None;
             }
             spin_hint();
             thread::yield_now();

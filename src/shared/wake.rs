@@ -197,8 +197,15 @@ impl Sleeper {
         let mut busy = false;
         if prev & (CLOSED | FLUSH_REQ) == 0 {
             match self.recheck(shared) {
-                Awake::No => shared.clock.park_until(deadline),
-                Awake::Reached => {}
+                // A waker clears SLEEPING before it unparks: if one already
+                // has (during a busy lane's wait, say), its unpark is ours
+                // and there is nothing to park for. (Loom also drops an
+                // unpark that arrives during `yield_now`, which a real
+                // thread keeps: without this look the model deadlocks.)
+                Awake::No if shared.flags.load(Ordering::SeqCst) & SLEEPING != 0 => {
+                    shared.clock.park_until(deadline)
+                }
+                Awake::No | Awake::Reached => {}
                 Awake::Busy => busy = true,
             }
         }
