@@ -193,18 +193,32 @@ impl Exporter {
     ) -> std::io::Result<Self> {
         let stop = Arc::new((Mutex::new(false), Condvar::new()));
         let s = Arc::clone(&stop);
+        // Made here, not on the new thread: a thread that starts late (it
+        // may, under a sanitizer or a busy scheduler) must not allocate in
+        // the batcher's steady state.
+        let mut seen = Seen::new();
         let handle = std::thread::Builder::new()
             .name(thread_name)
             .spawn(move || {
                 let (lock, cv) = &*s;
-                let mut seen = Seen::new();
                 let mut stopped = lock.lock();
                 loop {
                     // The first publish comes one interval after the build
                     // (or at the stop): nothing is allocated for export
-                    // while a short-lived batcher starts.
-                    if !*stopped {
-                        stopped = cv.wait_timeout(stopped, every);
+                    // while a short-lived batcher starts. The wait is
+                    // measured against the clock, not taken as one
+                    // `wait_timeout`: a condvar may wake spuriously, and a
+                    // publish on every such wake-up allocated inside a
+                    // window meant to have none (seen as a rare failure of
+                    // tests/alloc.rs under AddressSanitizer).
+                    let due = std::time::Instant::now().checked_add(every);
+                    while !*stopped {
+                        let now = std::time::Instant::now();
+                        stopped = match due {
+                            Some(at) if now >= at => break,
+                            Some(at) => cv.wait_timeout(stopped, at - now),
+                            None => cv.wait(stopped),
+                        };
                     }
                     let done = *stopped;
                     drop(stopped);
