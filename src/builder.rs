@@ -4,7 +4,7 @@
 //! nothing imports it.
 
 use crate::batcher::Batcher;
-use crate::config::{Backpressure, BarrierMode, Settings, Validated, WaitStrategy};
+use crate::config::{Backpressure, BarrierMode, Retry, Settings, Validated, WaitStrategy};
 use crate::error::BuildError;
 use crate::flusher::{Flusher, FlusherCore};
 use crate::processor::{
@@ -239,6 +239,50 @@ impl<T: Send + 'static, S: Storage<T> + 'static> Builder<T, S> {
         hook: impl FnMut(&mut Vec<T>, &Failure, &BatchInfo) + Send + 'static,
     ) -> Self {
         self.on_discard = Some(Box::new(hook));
+        self
+    }
+
+    /// Retries a batch whose processor returned a [`Rewind`](crate::Rewind)
+    /// error: after the policy's backoff, the items the processor left in
+    /// the batch are presented again, in order, with nothing new mixed in,
+    /// and [`BatchInfo::attempt`] counts up. A processor that takes the
+    /// items it handled out of the batch before it fails gets a partial
+    /// retry; one that takes nothing gets the whole batch again. Any other
+    /// error, a panic, a rewind that left nothing in the batch, or the
+    /// policy exhausted (attempts or deadline) ends the batch as failed:
+    /// what is left goes to [`on_discard`](Builder::on_discard), then the
+    /// last error to [`on_error`](Builder::on_error). A batch being retried
+    /// is in flight: `flush` waits for it, `close` lets it finish (its
+    /// deadline bounds that), [`shutdown_timeout`](crate::Batcher::shutdown_timeout)
+    /// bounds the wait. Counted in [`Metrics::retries`](crate::Metrics::retries).
+    /// Without a policy a `Rewind` is an error like any other.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use microbatch::{Batcher, BatchInfo, Retry, Rewind};
+    /// use std::time::Duration;
+    ///
+    /// let mut down = 2; // the sink fails twice, then recovers
+    /// let batcher = Batcher::builder()
+    ///     .retry(Retry::attempts(5).backoff(Duration::from_millis(1), Duration::from_millis(10)))
+    ///     .build(move |batch: &mut Vec<u32>, info: &BatchInfo| -> Result<(), Rewind> {
+    ///         if down > 0 {
+    ///             down -= 1;
+    ///             return Err(Rewind::new("sink unavailable"));
+    ///         }
+    ///         assert_eq!(info.attempt, 3);
+    ///         batch.clear();
+    ///         Ok(())
+    ///     })
+    ///     .unwrap();
+    /// batcher.submit(1).unwrap();
+    /// batcher.flush().unwrap();
+    /// let m = batcher.shutdown();
+    /// assert_eq!((m.processed, m.retries, m.failed), (1, 2, 0));
+    /// ```
+    pub fn retry(mut self, policy: Retry) -> Self {
+        self.settings.retry = Some(policy);
         self
     }
 

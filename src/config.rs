@@ -127,6 +127,86 @@ pub enum BarrierMode {
     Fence,
 }
 
+/// How a batch whose processor asked for a retry (returned a [`Rewind`]
+/// error) is tried again (see [`Builder::retry`](crate::Builder::retry)).
+///
+/// A batch is presented at most `attempts` times in all. Before attempt
+/// `k + 1` the flusher waits `initial × 2^(k-1)`, capped at `max`; it gives
+/// up instead of retrying when that attempt would start more than
+/// `deadline` after the first one began. While it waits it takes no new
+/// items: the retried items come again in the same order with nothing
+/// mixed in.
+///
+/// [`Rewind`]: crate::Rewind
+///
+/// # Examples
+///
+/// ```
+/// use microbatch::Retry;
+/// use std::time::Duration;
+///
+/// // Five attempts at most, 1 ms, 2 ms, 4 ms, 8 ms apart, within 50 ms.
+/// let policy = Retry::attempts(5)
+///     .backoff(Duration::from_millis(1), Duration::from_millis(100))
+///     .deadline(Duration::from_millis(50));
+/// assert_eq!(policy.delay_before(2), Duration::from_millis(1));
+/// assert_eq!(policy.delay_before(5), Duration::from_millis(8));
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Retry {
+    pub(crate) attempts: u32,
+    pub(crate) initial: Duration,
+    pub(crate) max: Duration,
+    pub(crate) deadline: Option<Duration>,
+}
+
+impl Retry {
+    /// At most `n` attempts per batch, the first one included (`1`: never
+    /// retry; `0` is refused by `build` as
+    /// [`BuildError::ZeroAttempts`]). Backoff 10 ms doubling up to 1 s, no
+    /// deadline: change them with [`backoff`](Retry::backoff) and
+    /// [`deadline`](Retry::deadline).
+    pub fn attempts(n: u32) -> Self {
+        Retry {
+            attempts: n,
+            initial: Duration::from_millis(10),
+            max: Duration::from_secs(1),
+            deadline: None,
+        }
+    }
+
+    /// Waits `initial` before the second attempt, doubling each time, never
+    /// more than `max` (a `max` below `initial` caps every wait at `max`).
+    pub fn backoff(mut self, initial: Duration, max: Duration) -> Self {
+        self.initial = initial;
+        self.max = max;
+        self
+    }
+
+    /// Gives up on a batch rather than start an attempt more than `d` after
+    /// its first attempt began. This bounds how long a failing sink can hold
+    /// a `flush` or a shutdown.
+    pub fn deadline(mut self, d: Duration) -> Self {
+        self.deadline = Some(d);
+        self
+    }
+
+    /// How long the flusher waits before attempt `attempt` (counted from 1;
+    /// zero for the first).
+    pub fn delay_before(&self, attempt: u32) -> Duration {
+        if attempt <= 1 {
+            return Duration::ZERO;
+        }
+        let doublings = attempt - 2;
+        let d = if doublings >= 32 {
+            self.max
+        } else {
+            self.initial.saturating_mul(1 << doublings)
+        };
+        d.min(self.max)
+    }
+}
+
 /// Validated configuration, shared by the producers and the flusher.
 #[derive(Debug, Clone)]
 pub(crate) struct Config {
@@ -139,8 +219,10 @@ pub(crate) struct Config {
     pub(crate) backpressure: Backpressure,
     pub(crate) wait: WaitStrategy,
     /// Empty polls before an idle flusher sleeps until the next item wakes
-    /// it (see `FlusherCore::run_loop`).
+    /// it (see `FlusherCore::step`).
     pub(crate) idle_polls: u32,
+    /// What a processor asking for a rewind gets (`None`: no retry).
+    pub(crate) retry: Option<Retry>,
 }
 
 /// Empty polls (one per `max_delay`) before an idle flusher sleeps until the
@@ -164,6 +246,7 @@ pub(crate) struct Settings {
     #[cfg_attr(not(all(feature = "metrics", not(loom))), allow(dead_code))]
     pub(crate) metrics_interval: Duration,
     pub(crate) idle_polls: u32,
+    pub(crate) retry: Option<Retry>,
 }
 
 impl Default for Settings {
@@ -181,6 +264,7 @@ impl Default for Settings {
             named: false,
             metrics_interval: Duration::from_millis(500),
             idle_polls: IDLE_POLLS,
+            retry: None,
         }
     }
 }
@@ -210,6 +294,9 @@ impl Settings {
         #[cfg(all(feature = "metrics", not(loom)))]
         if self.metrics_interval.is_zero() {
             return Err(BuildError::ZeroMetricsInterval);
+        }
+        if self.retry.is_some_and(|r| r.attempts == 0) {
+            return Err(BuildError::ZeroAttempts);
         }
         let lanes = self.lanes.unwrap_or_else(sync::available_parallelism);
         // The shards take the threads that find every lane leased: as many
@@ -263,6 +350,7 @@ impl Settings {
             backpressure: self.backpressure,
             wait: self.wait,
             idle_polls: self.idle_polls,
+            retry: self.retry,
         };
         Ok(Validated {
             lanes,

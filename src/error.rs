@@ -222,6 +222,8 @@ pub enum BuildError {
     },
     /// `metrics_interval` was zero (feature `metrics`).
     ZeroMetricsInterval,
+    /// A [`Retry`](crate::Retry) policy allowed zero attempts.
+    ZeroAttempts,
     /// The flusher thread (or, with feature `metrics`, the exporter
     /// thread) could not be spawned.
     Spawn(std::io::Error),
@@ -255,6 +257,7 @@ impl fmt::Display for BuildError {
                 write!(f, "thread name {name:?} contains a NUL byte")
             }
             BuildError::ZeroMetricsInterval => f.write_str("metrics_interval must not be zero"),
+            BuildError::ZeroAttempts => f.write_str("a retry policy must allow at least 1 attempt"),
             BuildError::Spawn(e) => write!(f, "spawning a batcher thread failed: {e}"),
         }
     }

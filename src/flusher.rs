@@ -11,14 +11,15 @@
 
 use crate::metrics::{trigger_index, Metrics, Tally};
 use crate::processor::{
-    call_quietly, clear_quietly, drop_quietly, panic_message, BatchInfo, BatchProcessor,
-    DiscardHook, ErrorHook, Failure, Trigger,
+    call_quietly, clear_quietly, drop_quietly, is_rewind, panic_message, BatchInfo, BatchProcessor,
+    DiscardHook, ErrorHook, Failure, ProcessError, Trigger,
 };
 use crate::shared::thread::{after_panic, enter_flusher};
 use crate::shared::wake::Sleeper;
 use crate::shared::Shared;
 use crate::storage::{RingStorage, Storage};
 use crate::sync::{thread, Arc, Backoff};
+use crate::time::duration_to_nanos;
 use crate::wait::strategy::{Idle, Pacer};
 use std::fmt;
 use std::panic::{catch_unwind, AssertUnwindSafe};
@@ -27,6 +28,43 @@ use std::time::Duration;
 /// The shortest `max_delay` for which an idle flusher polls rather than
 /// sleeping until the next item wakes it.
 const MIN_POLL_NS: u64 = 100_000;
+
+/// What one [`FlusherCore::step`] did, and what the loop that runs it
+/// should do next.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Step {
+    /// Processed a batch, or one more attempt at a retried one, of this
+    /// many items.
+    Batch(usize),
+    /// Items are reserved whose push is still in flight: again in a moment.
+    Busy,
+    /// A retried batch waits for its backoff until this clock time.
+    Backoff(u64),
+    /// Nothing is due before `deadline` (clock time; `None`: until an item
+    /// arrives); `pending` items wait; read at `now`.
+    Wait {
+        deadline: Option<u64>,
+        pending: u64,
+        now: u64,
+    },
+    /// Closed and drained: the run is over.
+    Finished,
+}
+
+/// A batch the processor asked to see again; its items stay in the buffer.
+#[derive(Debug)]
+struct Retrying {
+    /// The info of the attempt that asked.
+    info: BatchInfo,
+    /// When the first attempt began (the policy's deadline counts from it).
+    first_at: u64,
+    /// A lower bound on the arrival of the batch's oldest item.
+    oldest: u64,
+    /// The batch's items, those attempts took out included.
+    total: usize,
+    /// When the next attempt is due.
+    next_at: u64,
+}
 
 /// The flusher's loop and everything only it touches.
 pub(crate) struct FlusherCore<T, S: Storage<T>> {
@@ -43,6 +81,10 @@ pub(crate) struct FlusherCore<T, S: Storage<T>> {
     /// Per shard: what an active flush (or the shutdown) must reach.
     targets: Vec<u64>,
     flush_active: bool,
+    /// Closed: the final drain towards `targets` is under way.
+    draining: bool,
+    /// A batch waiting for its next attempt.
+    retrying: Option<Retrying>,
     /// The wake protocol's thresholds.
     sleeper: Sleeper,
     /// The wait strategy's spin phase.
@@ -85,6 +127,8 @@ impl<T: Send + 'static, S: Storage<T>> FlusherCore<T, S> {
             counts: vec![0; n],
             targets: vec![0; n],
             flush_active: false,
+            draining: false,
+            retrying: None,
             sleeper: Sleeper::new(n),
             pacer: Pacer::default(),
             oldest_at: None,
@@ -123,6 +167,7 @@ impl<T: Send + 'static, S: Storage<T>> FlusherCore<T, S> {
     pub(crate) fn run(&mut self) {
         let shared = Arc::clone(&self.shared);
         shared.set_flusher_thread(Some(thread::current()));
+        shared.set_poller(false);
         shared.start_run();
         // This thread is the flusher until the run ends (marks nest: this
         // may be another batcher's processor).
@@ -130,14 +175,56 @@ impl<T: Send + 'static, S: Storage<T>> FlusherCore<T, S> {
         // Whatever happens below, waiters must not hang: on the way out (even
         // by unwinding, which would be a bug of ours) end the run.
         let _exit = ExitGuard(&*shared);
-        self.run_loop();
+        // A polled run cut short (its `Flusher` dropped) re-reads the close.
+        self.draining = false;
+        let backoff = Backoff::new();
+        loop {
+            match self.step() {
+                Step::Batch(_) => backoff.reset(),
+                Step::Busy => {
+                    // Only reservations still being pushed: they land in
+                    // nanoseconds.
+                    backoff.snooze();
+                    if backoff.is_completed() {
+                        thread::yield_now();
+                    }
+                }
+                // Nobody unparks a retry's backoff (SLEEPING is not set):
+                // a timed sleep, re-checked.
+                Step::Backoff(at) => shared.clock().park_until(Some(at)),
+                Step::Wait {
+                    deadline,
+                    pending,
+                    now,
+                } => self.wait(deadline, pending, now),
+                Step::Finished => return,
+            }
+        }
     }
 
-    fn run_loop(&mut self) {
+    /// A run driven by [`Flusher::poll`] begins.
+    pub(crate) fn begin_polled_run(&mut self) {
+        self.shared.start_run();
+        self.draining = false;
+    }
+
+    /// Does at most one batch (or one attempt at a retried batch) of work
+    /// and says what is next; never waits, except for a reserved item's push
+    /// that is in flight inside `dispatch` (nanoseconds).
+    pub(crate) fn step(&mut self) -> Step {
         let shared = Arc::clone(&self.shared);
         let cfg = shared.cfg();
+        if let Some(next_at) = self.retrying.as_ref().map(|r| r.next_at) {
+            let now = shared.clock().now();
+            if now < next_at {
+                return Step::Backoff(next_at);
+            }
+            return Step::Batch(self.attempt_again(now));
+        }
+        if self.draining {
+            return self.drain_step();
+        }
         let max_batch = cfg.max_batch_size as u64;
-        let backoff = Backoff::new();
         loop {
             let flags = shared.flags();
             if flags.flush_requested() {
@@ -146,60 +233,97 @@ impl<T: Send + 'static, S: Storage<T>> FlusherCore<T, S> {
             }
             let pending = self.read_counts();
             if flags.closed() {
-                self.finish();
-                return;
+                // Everything accepted before the close is processed.
+                shared.final_counts(&mut self.targets);
+                self.draining = true;
+                return self.drain_step();
             }
             if self.flush_active {
                 if self.reached_targets() {
                     self.flush_active = false;
                     continue;
                 }
-                if self.dispatch(Trigger::Flush) {
-                    backoff.reset();
-                } else {
-                    // Only reservations still being pushed: they land in
-                    // nanoseconds.
-                    backoff.snooze();
-                }
-                continue;
+                return self.dispatch_step(Trigger::Flush);
             }
             if pending >= max_batch {
-                if !self.dispatch(Trigger::Size) {
-                    backoff.snooze();
-                }
-                continue;
+                return self.dispatch_step(Trigger::Size);
             }
             if pending > 0 {
                 let now = shared.clock().now();
                 let oldest = self.oldest_bound();
                 let deadline = oldest.saturating_add(cfg.max_delay_ns);
                 if now >= deadline {
-                    if !self.dispatch(Trigger::Time) {
-                        backoff.snooze();
-                    }
-                    continue;
+                    return self.dispatch_step(Trigger::Time);
                 }
-                self.wait(Some(deadline).filter(|&d| d != u64::MAX), pending, now);
-            } else {
-                self.oldest_at = None;
-                let now = shared.clock().now();
-                // Not `now`: an item reserved between the count loads and
-                // that clock read would have arrived before it.
-                self.empty_at = self.counts_read_at;
-                // Recently busy: poll every `max_delay` instead of asking the
-                // next producer to wake us (an unpark costs the producer
-                // microseconds). An item that arrives is then dispatched at
-                // the next poll, within `max_delay` of its arrival. Idle for
-                // `idle_polls` polls: sleep until the first item wakes us.
-                let delay = cfg.max_delay_ns;
+                return Step::Wait {
+                    deadline: Some(deadline).filter(|&d| d != u64::MAX),
+                    pending,
+                    now,
+                };
+            }
+            self.oldest_at = None;
+            let now = shared.clock().now();
+            // Not `now`: an item reserved between the count loads and
+            // that clock read would have arrived before it.
+            self.empty_at = self.counts_read_at;
+            // Recently busy: poll every `max_delay` instead of asking the
+            // next producer to wake us (an unpark costs the producer
+            // microseconds). An item that arrives is then dispatched at
+            // the next poll, within `max_delay` of its arrival. Idle for
+            // `idle_polls` polls: sleep until the first item wakes us.
+            let delay = cfg.max_delay_ns;
+            let deadline =
                 if delay >= MIN_POLL_NS && delay != u64::MAX && self.idle_polls < cfg.idle_polls {
                     self.idle_polls += 1;
-                    self.wait(Some(now.saturating_add(delay)), 0, now);
+                    Some(now.saturating_add(delay))
                 } else {
-                    self.wait(None, 0, now);
+                    None
+                };
+            return Step::Wait {
+                deadline,
+                pending: 0,
+                now,
+            };
+        }
+    }
+
+    /// One batch of the final drain, or the end of the run.
+    fn drain_step(&mut self) -> Step {
+        if self.reached_targets() {
+            #[cfg(feature = "log")]
+            {
+                let drained = self.popped.iter().sum::<u64>();
+                if call_quietly(|| {
+                    log::debug!("microbatch: flusher drained {drained} items and stopped")
+                })
+                .is_none()
+                {
+                    self.tally.other_panics += 1;
+                    self.shared
+                        .stats()
+                        .publish_other_panics(self.tally.other_panics);
                 }
             }
+            Step::Finished
+        } else {
+            self.dispatch_step(Trigger::Shutdown)
         }
+    }
+
+    fn dispatch_step(&mut self, trigger: Trigger) -> Step {
+        match self.dispatch(trigger) {
+            0 => Step::Busy,
+            n => Step::Batch(n),
+        }
+    }
+
+    /// Is anything left to do: items counted and not taken, a batch being
+    /// retried, a flush or the final drain unfinished?
+    pub(crate) fn has_work(&self) -> bool {
+        self.retrying.is_some()
+            || self.draining
+            || self.flush_active && !self.reached_targets()
+            || self.counts.iter().zip(&self.popped).any(|(c, p)| c > p)
     }
 
     /// The arrival bound of the oldest pending item, fixed when pending items
@@ -237,9 +361,9 @@ impl<T: Send + 'static, S: Storage<T>> FlusherCore<T, S> {
         self.popped.iter().zip(&self.targets).all(|(p, t)| p >= t)
     }
 
-    /// Drains up to one batch and processes it. `false` if nothing was
-    /// there (only reservations whose push is still in flight).
-    fn dispatch(&mut self, trigger: Trigger) -> bool {
+    /// Drains up to one batch and processes it; returns its length, 0 if
+    /// nothing was there (only reservations whose push is still in flight).
+    fn dispatch(&mut self, trigger: Trigger) -> usize {
         let shared = Arc::clone(&self.shared);
         let b = shared.cfg().max_batch_size;
         let n = shared.shards().len();
@@ -281,7 +405,7 @@ impl<T: Send + 'static, S: Storage<T>> FlusherCore<T, S> {
         }
         self.next_start = (self.next_start + 1) % n;
         if self.buf.is_empty() {
-            return false;
+            return 0;
         }
         self.pacer.reset();
         self.idle_polls = 0;
@@ -301,15 +425,10 @@ impl<T: Send + 'static, S: Storage<T>> FlusherCore<T, S> {
             queue_depth,
             oldest_age: Duration::from_nanos(start.saturating_sub(oldest)),
             seq: self.seq,
+            attempt: 1,
         };
         self.seq += 1;
-        self.process(&info);
-        if self.buf.capacity() < b {
-            // The processor (or a hook) took the buffer; take a new one.
-            self.buf.reserve_exact(b);
-        }
-        self.tally.batches[trigger_index(trigger)] += 1;
-        shared.batch_done(&self.popped, &self.tally, trigger);
+        self.present(info, start, oldest, len);
 
         if exhausted {
             // Everything still pending was counted after the counts were
@@ -317,13 +436,76 @@ impl<T: Send + 'static, S: Storage<T>> FlusherCore<T, S> {
             self.oldest_at = None;
             self.empty_at = self.counts_read_at;
         }
-        true
+        len
+    }
+
+    /// Presents the buffer to the processor as `info` (an attempt at a
+    /// batch of `total` items, the first begun at `first_at`, its oldest
+    /// item arrived after `oldest`): the batch ends here, or waits for its
+    /// next attempt in `retrying`. Until it ends its items are in flight
+    /// (not yet published as done), so `flush` and the drain wait for them.
+    fn present(&mut self, info: BatchInfo, first_at: u64, oldest: u64, total: usize) {
+        match self.process(&info, first_at, total) {
+            Some(next_at) => {
+                self.retrying = Some(Retrying {
+                    info,
+                    first_at,
+                    oldest,
+                    total,
+                    next_at,
+                });
+            }
+            None => {
+                let b = self.shared.cfg().max_batch_size;
+                if self.buf.capacity() < b {
+                    // The processor (or a hook) took the buffer; take a new one.
+                    self.buf.reserve_exact(b);
+                }
+                self.tally.batches[trigger_index(info.trigger)] += 1;
+                self.shared
+                    .batch_done(&self.popped, &self.tally, info.trigger);
+            }
+        }
+    }
+
+    /// The next attempt at the batch in `retrying`, due at `now`; returns
+    /// how many items it presented.
+    fn attempt_again(&mut self, now: u64) -> usize {
+        let r = self.retrying.take().expect("a batch is being retried");
+        let info = BatchInfo {
+            len: self.buf.len(),
+            oldest_age: Duration::from_nanos(now.saturating_sub(r.oldest)),
+            attempt: r.info.attempt + 1,
+            ..r.info
+        };
+        self.tally.retries += 1;
+        self.shared.stats().publish_retries(self.tally.retries);
+        self.present(info, r.first_at, r.oldest, r.total);
+        info.len
+    }
+
+    /// With a retry policy, when the processor's error `e` asks for a retry
+    /// that the policy allows: when the next attempt is due.
+    fn retry_at(&self, e: &ProcessError, info: &BatchInfo, first_at: u64) -> Option<u64> {
+        let policy = self.shared.cfg().retry?;
+        if !is_rewind(e) || self.buf.is_empty() || info.attempt >= policy.attempts {
+            return None;
+        }
+        let clock = self.shared.clock();
+        let next_at = clock.deadline_after(policy.delay_before(info.attempt + 1));
+        match policy.deadline {
+            Some(d) if next_at > first_at.saturating_add(duration_to_nanos(d)) => None,
+            _ => Some(next_at),
+        }
     }
 
     /// Hands the buffer to the processor, and whatever it leaves (or makes:
     /// errors, panic payloads) to the hooks and to drops where a panic is
     /// caught: nothing user code does here can unwind the flusher.
-    fn process(&mut self, info: &BatchInfo) {
+    ///
+    /// Returns when to try again if the processor asked for a retry and the
+    /// policy allows one (the items it left stay in the buffer).
+    fn process(&mut self, info: &BatchInfo, first_at: u64, total: usize) -> Option<u64> {
         let stats = self.shared.stats();
         let entered_at = self.shared.clock().now();
         stats.set_busy_since(entered_at);
@@ -343,6 +525,27 @@ impl<T: Send + 'static, S: Storage<T>> FlusherCore<T, S> {
             processor_ns: self.shared.clock().now().saturating_sub(entered_at),
             oldest_wait_ns: u64::try_from(info.oldest_age.as_nanos()).unwrap_or(u64::MAX),
         });
+        if let Ok(Err(e)) = &outcome {
+            if let Some(at) = self.retry_at(e, info, first_at) {
+                if let Ok(Err(e)) = outcome {
+                    self.tally.other_panics += u64::from(drop_quietly(e));
+                }
+                #[cfg(feature = "log")]
+                {
+                    self.tally.other_panics += u64::from(
+                        call_quietly(|| {
+                            log::debug!(
+                                "microbatch: batch {} asked for a retry (attempt {})",
+                                info.seq,
+                                info.attempt
+                            )
+                        })
+                        .is_none(),
+                    );
+                }
+                return Some(at);
+            }
+        }
         let tally = &mut self.tally;
         let failure = match outcome {
             Ok(Ok(())) => None,
@@ -360,9 +563,10 @@ impl<T: Send + 'static, S: Storage<T>> FlusherCore<T, S> {
         let Some(failure) = failure else {
             // Items the processor read and left: processed, now dropped.
             tally.other_panics += clear_quietly(&mut self.buf);
-            return;
+            return None;
         };
-        tally.failed += info.len as u64;
+        // Every item of the batch, those earlier attempts took too.
+        tally.failed += total as u64;
         tally.discarded += self.buf.len() as u64;
         let panicked = matches!(failure, Failure::Panic(_));
         let on_discard = &mut self.on_discard;
@@ -393,6 +597,7 @@ impl<T: Send + 'static, S: Storage<T>> FlusherCore<T, S> {
             None => other += u64::from(drop_quietly(failure)),
         }
         tally.other_panics += other;
+        None
     }
 
     /// Waits for work according to the wait strategy: polls, or parks in
@@ -433,37 +638,6 @@ impl<T: Send + 'static, S: Storage<T>> FlusherCore<T, S> {
                 self.sleeper.park(&shared, &self.counts, pending, deadline);
         }
     }
-
-    /// The batcher is closed: process everything accepted before the close.
-    fn finish(&mut self) {
-        self.shared.final_counts(&mut self.targets);
-        let backoff = Backoff::new();
-        while !self.reached_targets() {
-            if self.dispatch(Trigger::Shutdown) {
-                backoff.reset();
-            } else {
-                // Reservations made before the close whose push is in flight.
-                backoff.snooze();
-                if backoff.is_completed() {
-                    thread::yield_now();
-                }
-            }
-        }
-        #[cfg(feature = "log")]
-        {
-            let drained = self.popped.iter().sum::<u64>();
-            if call_quietly(|| {
-                log::debug!("microbatch: flusher drained {drained} items and stopped")
-            })
-            .is_none()
-            {
-                self.tally.other_panics += 1;
-                self.shared
-                    .stats()
-                    .publish_other_panics(self.tally.other_panics);
-            }
-        }
-    }
 }
 
 /// Ends the run on the way out, even by unwinding: the flusher's thread is
@@ -473,6 +647,17 @@ struct ExitGuard<'a, T, S: Storage<T>>(&'a Shared<T, S>);
 impl<T, S: Storage<T>> Drop for ExitGuard<'_, T, S> {
     fn drop(&mut self) {
         self.0.set_flusher_thread(None);
+        self.0.end_run();
+    }
+}
+
+/// Ends a polled run if a poll unwinds (a bug of ours: user code's panics
+/// are caught), so that nobody waits for it forever.
+struct PollGuard<'a, T, S: Storage<T>>(&'a Shared<T, S>);
+
+impl<T, S: Storage<T>> Drop for PollGuard<'_, T, S> {
+    fn drop(&mut self) {
+        self.0.set_poller(false);
         self.0.end_run();
     }
 }
@@ -522,6 +707,37 @@ impl<T, S: Storage<T>> Drop for ExitGuard<'_, T, S> {
 pub struct Flusher<T: Send + 'static, S: Storage<T> = RingStorage<T>> {
     core: Option<FlusherCore<T, S>>,
     runs: u64,
+    /// A run driven by [`poll`](Flusher::poll) is under way.
+    polling: bool,
+    /// When the last poll said the next thing is due (clock time).
+    due_at: Option<u64>,
+}
+
+/// What one [`Flusher::poll`] did, and the state it left the batcher in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Polled {
+    /// Items handed to the processor by this poll (one batch, or one more
+    /// attempt at a retried batch); 0 if none.
+    pub items: usize,
+    /// What is left.
+    pub state: PollState,
+}
+
+/// The state a [`Flusher::poll`] leaves the batcher in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum PollState {
+    /// Nothing is queued and no batch is waiting for a retry: nothing will
+    /// be due until a producer submits.
+    Idle,
+    /// Something is queued, or a batch waits for its retry, or a flush or
+    /// the drain after a close is unfinished: poll again by
+    /// [`next_deadline`](Flusher::next_deadline).
+    Pending,
+    /// The batcher is closed and everything accepted is processed: the run
+    /// is over. Later polls return `Closed` at once.
+    Closed,
 }
 
 impl<T: Send + 'static, S: Storage<T>> fmt::Debug for Flusher<T, S> {
@@ -535,7 +751,126 @@ impl<T: Send + 'static, S: Storage<T>> Flusher<T, S> {
         Flusher {
             core: Some(core),
             runs: 0,
+            polling: false,
+            due_at: None,
         }
+    }
+
+    /// Does at most one batch of work on the calling thread and returns at
+    /// once: for an event loop that owns its thread (a trading gateway
+    /// polling its socket, an Agrona-style duty cycle) instead of a thread
+    /// given to [`run`](Flusher::run).
+    ///
+    /// One poll dispatches at most one batch — by size, by time (the oldest
+    /// item has waited `max_delay`), for a `flush`, or for the drain after a
+    /// close — or makes one more attempt at a batch being retried once its
+    /// backoff has passed. It never parks and never sleeps (at most it waits
+    /// for a reserved item whose push is in flight: nanoseconds), so
+    /// producers never have to wake it: with a polled flusher no submit
+    /// makes a system call. The wait strategy is not used; the caller's
+    /// loop decides how to idle, by [`next_deadline`](Flusher::next_deadline).
+    ///
+    /// - `flush()` from another thread returns once the owner has polled the
+    ///   flushed items through; from the polling thread it is refused
+    ///   ([`FlushError::Reentrant`](crate::FlushError::Reentrant)): it would
+    ///   wait for itself.
+    /// - A submit from the polling thread that finds its queue full is
+    ///   refused at once (`Full`, or `Timeout` with
+    ///   [`Backpressure::BlockTimeout`](crate::Backpressure::BlockTimeout))
+    ///   instead of blocking on the thread that must make the room (the
+    ///   LMAX Disruptor's #168 hang).
+    /// - After a close (by [`Batcher::close`](crate::Batcher::close), a
+    ///   [`Closer`](crate::Closer), a `shutdown` from another thread, or the
+    ///   last handle dropped) keep polling until [`PollState::Closed`]:
+    ///   everything accepted before the close is processed by then, and a
+    ///   `shutdown` waiting on another thread returns. From the polling
+    ///   thread, `shutdown` only closes (it cannot wait for itself).
+    ///
+    /// The first poll starts a run, as [`run`](Flusher::run) does; a poll
+    /// after a run ended (polled to `Closed`, or run) returns `Closed`
+    /// without reopening the batcher: `run` reopens it. A `Flusher`
+    /// dropped in the middle of a polled run closes the batcher and drains
+    /// it on the dropping thread.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use microbatch::{Batcher, BatchInfo, PollState};
+    ///
+    /// let (batcher, mut flusher) = Batcher::builder()
+    ///     .max_batch_size(2)
+    ///     .build_with_flusher(|batch: &mut Vec<u32>, _: &BatchInfo| batch.clear())
+    ///     .unwrap();
+    /// batcher.submit(1).unwrap();
+    /// batcher.submit(2).unwrap();
+    /// batcher.submit(3).unwrap();
+    /// let p = flusher.poll(); // a full batch: dispatched
+    /// assert_eq!((p.items, p.state), (2, PollState::Pending));
+    /// // Item 3 waits for `max_delay`, and the next poll after it.
+    /// assert!(flusher.next_deadline().is_some());
+    /// batcher.close();
+    /// while flusher.poll().state != PollState::Closed {}
+    /// assert_eq!(batcher.metrics().processed, 3);
+    /// ```
+    pub fn poll(&mut self) -> Polled {
+        let core = self.core.as_mut().expect("the core is present until drop");
+        if !self.polling {
+            if self.runs > 0 {
+                self.due_at = None;
+                return Polled {
+                    items: 0,
+                    state: PollState::Closed,
+                };
+            }
+            self.runs += 1;
+            self.polling = true;
+            core.begin_polled_run();
+        }
+        let shared = Arc::clone(core.shared());
+        shared.set_poller(true);
+        // A bug of ours unwinding out of the step must not leave waiters
+        // hanging on a run that never ends.
+        let guard = PollGuard(&*shared);
+        let step = core.step();
+        std::mem::forget(guard);
+        let now = || shared.clock().now();
+        let (items, state, due_at) = match step {
+            Step::Finished => {
+                shared.set_poller(false);
+                shared.end_run();
+                self.polling = false;
+                (0, PollState::Closed, None)
+            }
+            Step::Batch(n) => {
+                let state = if core.has_work() {
+                    PollState::Pending
+                } else {
+                    PollState::Idle
+                };
+                (n, state, (state == PollState::Pending).then(now))
+            }
+            Step::Busy => (0, PollState::Pending, Some(now())),
+            Step::Backoff(at) => (0, PollState::Pending, Some(at)),
+            Step::Wait {
+                deadline, pending, ..
+            } if pending > 0 => (0, PollState::Pending, deadline),
+            Step::Wait { .. } => (0, PollState::Idle, None),
+        };
+        self.due_at = due_at;
+        Polled { items, state }
+    }
+
+    /// When the next thing is due, as of the last [`poll`](Flusher::poll):
+    /// the time trigger of the oldest queued item, a retry's next attempt,
+    /// or now (a batch is ready, a flush or the drain is under way: poll
+    /// again at once). `None` when nothing is due by time: idle, closed, or
+    /// items queued with no time trigger (`max_delay` of `Duration::MAX`).
+    /// A producer's submit can make a batch due earlier (by size): a loop
+    /// that sleeps until the deadline bounds its latency by it, one that
+    /// polls between its other duties sees it at the next poll.
+    pub fn next_deadline(&self) -> Option<std::time::Instant> {
+        let core = self.core.as_ref()?;
+        self.due_at.map(|at| core.shared().clock().instant_at(at))
     }
 
     /// Runs the flusher loop on the calling thread until the batcher is
@@ -557,6 +892,8 @@ impl<T: Send + 'static, S: Storage<T>> Flusher<T, S> {
             core.shared().reopen();
         }
         self.runs += 1;
+        self.polling = false;
+        self.due_at = None;
         core.run();
         core.shared().metrics()
     }

@@ -37,16 +37,18 @@ mod job;
 pub use batcher::{Batcher, Closer};
 pub use builder::{Builder, WithFlusher};
 pub use config::{
-    Backpressure, BarrierMode, WaitStrategy, MAX_CAPACITY, MAX_QUEUE_BYTES, MAX_SHARDS,
+    Backpressure, BarrierMode, Retry, WaitStrategy, MAX_CAPACITY, MAX_QUEUE_BYTES, MAX_SHARDS,
 };
 pub use error::{
     BuildError, FlushError, ShutdownError, SubmitError, SubmitManyError, SubmitTimeoutError,
     TrySubmitError,
 };
-pub use flusher::Flusher;
+pub use flusher::{Flusher, PollState, Polled};
 pub use future::{FlushFuture, ShutdownFuture, SubmitFuture};
 pub use job::{Job, JobError, JobResult, Ticket};
 pub use metrics::Metrics;
-pub use processor::{BatchInfo, BatchProcessor, Failure, ProcessError, ProcessOutcome, Trigger};
+pub use processor::{
+    BatchInfo, BatchProcessor, Failure, ProcessError, ProcessOutcome, Rewind, Trigger,
+};
 pub use producer::Producer;
 pub use storage::{ArrayStorage, RingStorage, Storage};

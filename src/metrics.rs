@@ -63,6 +63,11 @@ pub struct Metrics {
     /// Of the `failed` items, those the processor left in its batch: handed
     /// to the [`on_discard`](crate::Builder::on_discard) hook, then dropped.
     pub discarded: u64,
+    /// Attempts after the first at batches whose processor asked for a
+    /// retry ([`Builder::retry`](crate::Builder::retry)). A retried batch
+    /// counts once in `batches_*` and, when it ends, its items once in
+    /// `processed` or `failed`.
+    pub retries: u64,
     /// Batches dispatched because `max_batch_size` items were pending.
     pub batches_size: u64,
     /// Batches dispatched because the oldest item had waited `max_delay`.
@@ -153,6 +158,8 @@ pub(crate) struct Tally {
     /// Items of failed batches, and of those the ones left to discard.
     pub(crate) failed: u64,
     pub(crate) discarded: u64,
+    /// Attempts after the first at retried batches.
+    pub(crate) retries: u64,
 }
 
 /// Where a trigger's batches are counted in [`Tally::batches`].
@@ -188,6 +195,7 @@ pub(crate) struct FlusherStats {
     /// Items of failed batches (under `seq`).
     failed: AtomicU64,
     discarded: AtomicU64,
+    retries: AtomicU64,
     batches: [AtomicU64; 4],
     errors: AtomicU64,
     panics: AtomicU64,
@@ -208,6 +216,7 @@ impl FlusherStats {
             seq: AtomicU64::new(0),
             failed: AtomicU64::new(0),
             discarded: AtomicU64::new(0),
+            retries: AtomicU64::new(0),
             batches: [
                 AtomicU64::new(0),
                 AtomicU64::new(0),
@@ -309,6 +318,12 @@ impl FlusherStats {
         self.discarded.store(t.discarded, Ordering::Relaxed);
     }
 
+    /// Publishes the retry count (at each retry: a batch can be retried
+    /// for long before it is done).
+    pub(crate) fn publish_retries(&self, n: u64) {
+        self.retries.store(n, Ordering::Relaxed);
+    }
+
     /// Publishes only the panics caught outside the processor.
     #[cfg(feature = "log")]
     pub(crate) fn publish_other_panics(&self, n: u64) {
@@ -330,6 +345,7 @@ impl FlusherStats {
     /// Fills the counters read one by one (not the item counts).
     pub(crate) fn fill(&self, m: &mut Metrics, now: u64) {
         m.discarded = self.discarded.load(Ordering::Relaxed);
+        m.retries = self.retries.load(Ordering::Relaxed);
         m.batches_size = self.batches[0].load(Ordering::Relaxed);
         m.batches_time = self.batches[1].load(Ordering::Relaxed);
         m.batches_flush = self.batches[2].load(Ordering::Relaxed);

@@ -76,8 +76,13 @@ pub struct BatchInfo {
     /// producer preempted between its push and that check can make this
     /// late by the preemption). The time trigger uses the same bound.
     pub oldest_age: Duration,
-    /// The batch's sequence number, from 0.
+    /// The batch's sequence number, from 0 (a retried batch keeps its
+    /// number).
     pub seq: u64,
+    /// Which attempt at this batch this is, from 1; above 1 only with a
+    /// [`retry`](crate::Builder::retry) policy, when the processor asked
+    /// for a [`Rewind`]. `len` is then what the last attempt left.
+    pub attempt: u32,
 }
 
 /// Processes batches on the flusher thread.
@@ -156,6 +161,66 @@ where
     fn process(&mut self, batch: &mut Vec<T>, info: &BatchInfo) -> Result<(), ProcessError> {
         self(batch, info).into_result()
     }
+}
+
+/// The error a processor returns to ask for its batch again: with a
+/// [`retry`](crate::Builder::retry) policy, the items it left in the batch
+/// are presented again after the backoff (see there). Found by downcasting
+/// the returned [`ProcessError`], so only a `Rewind` returned as it is (not
+/// wrapped in an error of your own) asks for a retry.
+///
+/// # Examples
+///
+/// ```
+/// use microbatch::{BatchInfo, ProcessError, Rewind};
+///
+/// fn write_all(batch: &mut Vec<String>, _: &BatchInfo) -> Result<(), ProcessError> {
+///     while let Some(line) = batch.first() {
+///         if line.is_empty() {
+///             // Transient: what is still in `batch` comes again.
+///             return Err(Rewind::new("connection reset").into());
+///         }
+///         batch.remove(0); // written: not presented again
+///     }
+///     Ok(())
+/// }
+/// let batcher = microbatch::Batcher::builder()
+///     .retry(microbatch::Retry::attempts(3))
+///     .build_processor(write_all)
+///     .unwrap();
+/// batcher.submit("a".to_owned()).unwrap();
+/// assert_eq!(batcher.shutdown().processed, 1);
+/// ```
+#[derive(Debug)]
+pub struct Rewind(ProcessError);
+
+impl Rewind {
+    /// A rewind caused by `cause` (any error, or a message).
+    pub fn new(cause: impl Into<ProcessError>) -> Self {
+        Rewind(cause.into())
+    }
+
+    /// The cause.
+    pub fn cause(&self) -> &(dyn std::error::Error + Send + Sync + 'static) {
+        &*self.0
+    }
+}
+
+impl fmt::Display for Rewind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "retry asked for: {}", self.0)
+    }
+}
+
+impl std::error::Error for Rewind {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        Some(&*self.0)
+    }
+}
+
+/// Did the processor ask for a retry?
+pub(crate) fn is_rewind(e: &ProcessError) -> bool {
+    e.downcast_ref::<Rewind>().is_some()
 }
 
 /// A failed batch, as handed to the [`on_error`](crate::Builder::on_error) hook.

@@ -48,6 +48,18 @@ impl Clock {
         }
     }
 
+    /// Clock time `at` as an [`Instant`](std::time::Instant) (for a caller's
+    /// own timers).
+    pub(crate) fn instant_at(&self, at: u64) -> std::time::Instant {
+        #[cfg(not(loom))]
+        let (base, since) = (self.epoch, at);
+        // The model's time is not real time: relative to now.
+        #[cfg(loom)]
+        let (base, since) = (std::time::Instant::now(), at.saturating_sub(self.now()));
+        base.checked_add(Duration::from_nanos(since))
+            .unwrap_or_else(|| base + Duration::from_secs(1 << 32))
+    }
+
     /// The clock time `d` from now (saturating: `Duration::MAX` is never).
     pub(crate) fn deadline_after(&self, d: Duration) -> u64 {
         self.now().saturating_add(duration_to_nanos(d))

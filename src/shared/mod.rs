@@ -122,6 +122,10 @@ pub(crate) struct Shared<T, S: Storage<T>> {
     leases: std::sync::Arc<shard::Leases>,
     /// The next shard to assign to a thread this batcher has not seen.
     next_shard: AtomicUsize,
+    /// The [`thread_no`](thread::thread_no) of the thread polling the
+    /// flusher, 0 if none. A plain std atomic, not a modelled one: it tells
+    /// a thread whether it is the poller, no protocol orders it.
+    poller: std::sync::atomic::AtomicU64,
     clock: Clock,
     cfg: Config,
     _items: PhantomData<fn(T) -> T>,
@@ -164,6 +168,7 @@ impl<T, S: Storage<T>> Shared<T, S> {
             id: next_batcher_id(),
             leases: std::sync::Arc::new(shard::Leases::new(lanes)),
             next_shard: AtomicUsize::new(0),
+            poller: std::sync::atomic::AtomicU64::new(0),
             clock: Clock::new(),
             cfg,
             _items: PhantomData,
@@ -210,9 +215,26 @@ impl<T, S: Storage<T>> Shared<T, S> {
         self.flags.load(Ordering::Relaxed) & (FLUSH_REQ | CLOSED) != 0
     }
 
-    /// Is the calling thread running this batcher's flusher (its processor)?
+    /// Is the calling thread running this batcher's flusher (its
+    /// processor), or the thread that polls it ([`Flusher::poll`](crate::Flusher::poll))?
+    /// Either must not wait for the flusher: it would wait for itself.
     pub(crate) fn on_flusher_thread(&self) -> bool {
-        thread::is_flusher_of(self.id)
+        thread::is_flusher_of(self.id) || {
+            let p = self.poller.load(std::sync::atomic::Ordering::Relaxed);
+            p != 0 && p == thread::thread_no()
+        }
+    }
+
+    /// The calling thread polls the flusher from now on (`true`), or no
+    /// thread does (`false`).
+    pub(crate) fn set_poller(&self, polling: bool) {
+        let no = if polling { thread::thread_no() } else { 0 };
+        // Relaxed: each thread compares with its own number, which only it
+        // stores; another thread's stale read can only find a number that
+        // is not its own, or its own from when it polled.
+        if self.poller.load(std::sync::atomic::Ordering::Relaxed) != no {
+            self.poller.store(no, std::sync::atomic::Ordering::Relaxed);
+        }
     }
 
     /// A snapshot of the counters (see [`FlusherStats`] for why the item

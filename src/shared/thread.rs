@@ -65,6 +65,31 @@ pub(crate) fn is_flusher_of(id: u64) -> bool {
         .unwrap_or(false)
 }
 
+/// A number for the calling thread, never 0 and never reused in the
+/// process: what a batcher keeps to know the thread that polls its flusher.
+pub(crate) fn thread_no() -> u64 {
+    // Not modelled: a thread's number only needs to be distinct.
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+    #[cfg(not(loom))]
+    std::thread_local! {
+        static NO: Cell<u64> = const { Cell::new(0) };
+    }
+    // Loom's threads share one OS thread: its own thread-locals tell them
+    // apart.
+    #[cfg(loom)]
+    loom::thread_local! {
+        static NO: Cell<u64> = Cell::new(0);
+    }
+    NO.try_with(|n| {
+        if n.get() == 0 {
+            n.set(NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed));
+        }
+        n.get()
+    })
+    // During the thread's exit: a number of its own, distinct from all.
+    .unwrap_or_else(|_| NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed))
+}
+
 /// Runs `f` with the "dropping what a panicking processor left" mark set.
 pub(crate) fn after_panic<R>(f: impl FnOnce() -> R) -> R {
     struct Reset(bool);
