@@ -5,6 +5,7 @@
 use crate::error::BuildError;
 use crate::sync;
 use crate::time::duration_to_nanos;
+use crate::weight::Oversize;
 use std::time::Duration;
 
 /// The most queues (lanes and shards together) a batcher may have.
@@ -164,6 +165,10 @@ pub(crate) struct Settings {
     #[cfg_attr(not(all(feature = "metrics", not(loom))), allow(dead_code))]
     pub(crate) metrics_interval: Duration,
     pub(crate) idle_polls: u32,
+    /// The limit of `max_batch_weight`, if set (its weigher is kept by the
+    /// builder: it is generic over the item).
+    pub(crate) weight_limit: Option<u64>,
+    pub(crate) oversize: Oversize,
 }
 
 impl Default for Settings {
@@ -181,6 +186,8 @@ impl Default for Settings {
             named: false,
             metrics_interval: Duration::from_millis(500),
             idle_polls: IDLE_POLLS,
+            weight_limit: None,
+            oversize: Oversize::Reject,
         }
     }
 }
@@ -201,6 +208,9 @@ impl Settings {
         let b = self.max_batch_size;
         if b == 0 {
             return Err(BuildError::ZeroBatchSize);
+        }
+        if self.weight_limit == Some(0) {
+            return Err(BuildError::ZeroWeightLimit);
         }
         if self.thread_name.contains('\0') {
             return Err(BuildError::ThreadName {

@@ -17,6 +17,7 @@ mod config;
 mod metrics;
 mod storage;
 mod time;
+mod weight;
 // L2: waiting.
 mod wait;
 // L3: the shared state and its protocols, one file per handshake.
@@ -50,3 +51,4 @@ pub use metrics::Metrics;
 pub use processor::{BatchInfo, BatchProcessor, Failure, ProcessError, ProcessOutcome, Trigger};
 pub use producer::Producer;
 pub use storage::{ArrayStorage, RingStorage, Storage};
+pub use weight::Oversize;
