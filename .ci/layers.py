@@ -9,7 +9,7 @@ import os, re, sys
 
 LAYERS = {
     "error": 0, "processor": 0, "sync": 0,
-    "time": 1, "config": 1, "storage": 1, "metrics": 1, "barrier": 1,
+    "time": 1, "config": 1, "weight": 1, "storage": 1, "metrics": 1, "barrier": 1,
     "wait": 2,
     "shared": 3,
     "submit": 4, "flusher": 4, "export": 4,

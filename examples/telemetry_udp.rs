@@ -1,9 +1,11 @@
 //! Telemetry shipping over UDP.
 //!
-//! Service threads record spans (a name, a duration, a status tag). The
-//! processor packs each batch into statsd-style datagrams of at most 1432
-//! bytes (a 1500-byte MTU less IP/UDP headers and some room) and sends them
-//! to a collector — here a receiver thread on 127.0.0.1 inside the example,
+//! Service threads record spans (a name, a duration, a status tag). Each
+//! batch is one statsd-style datagram of at most 1432 bytes (a 1500-byte MTU
+//! less IP/UDP headers and some room): the batcher's weight limit is the
+//! datagram size and the weigher is a span's encoded line length, newline
+//! included, so the processor encodes the batch and sends it, with no
+//! packing of its own. It goes to a collector — here a receiver thread on 127.0.0.1 inside the example,
 //! which parses every line and counts what arrived. The report compares
 //! spans recorded, lines sent, datagrams sent and lines received, and names
 //! any loss (UDP may drop; on loopback it should not, unless the receiver
@@ -14,7 +16,7 @@
 //! cargo run --release --example telemetry_udp -- --quick  # smoke (CI)
 //! ```
 
-use microbatch::{BatchInfo, Batcher};
+use microbatch::{BatchInfo, Batcher, Trigger};
 use std::io::Write;
 use std::net::UdpSocket;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -31,43 +33,52 @@ struct Span {
     ok: bool,
 }
 
-/// Packs spans into datagrams and sends them; counts lines and datagrams.
+const STATUS: [&str; 2] = ["error", "ok"];
+
+/// A span's statsd line: `name:micros|ms|#status:ok\n`.
+fn encode(s: &Span, out: &mut Vec<u8>) -> std::io::Result<()> {
+    writeln!(
+        out,
+        "{}:{}|ms|#status:{}",
+        NAMES[s.name as usize],
+        s.micros,
+        STATUS[usize::from(s.ok)]
+    )
+}
+
+/// The weigher: the length of the line `encode` writes, newline included,
+/// computed without writing it.
+fn line_len(s: &Span) -> u64 {
+    let digits = s.micros.checked_ilog10().unwrap_or(0) as usize + 1;
+    let len = NAMES[s.name as usize].len()
+        + 1
+        + digits
+        + "|ms|#status:".len()
+        + STATUS[usize::from(s.ok)].len()
+        + 1;
+    len as u64
+}
+
+/// Sends each batch as one datagram; counts lines and datagrams.
 struct Shipper {
     socket: UdpSocket,
     datagram: Vec<u8>,
-    line: Vec<u8>,
     lines: Arc<AtomicU64>,
     datagrams: Arc<AtomicU64>,
 }
 
 impl Shipper {
-    fn ship(&mut self, batch: &[Span]) -> std::io::Result<()> {
+    fn ship(&mut self, batch: &[Span], info: &BatchInfo) -> std::io::Result<()> {
+        self.datagram.clear();
         for s in batch {
-            self.line.clear();
-            writeln!(
-                self.line,
-                "{}:{}|ms|#status:{}",
-                NAMES[s.name as usize],
-                s.micros,
-                if s.ok { "ok" } else { "error" }
-            )?;
-            if self.datagram.len() + self.line.len() > MAX_DATAGRAM {
-                self.send()?;
-            }
-            self.datagram.extend_from_slice(&self.line);
-            self.lines.fetch_add(1, Ordering::Relaxed);
+            encode(s, &mut self.datagram)?;
         }
-        // Ship what the batch left: a batch is the latency bound.
-        self.send()
-    }
-
-    fn send(&mut self) -> std::io::Result<()> {
-        if !self.datagram.is_empty() {
-            assert!(self.datagram.len() <= MAX_DATAGRAM);
-            self.socket.send(&self.datagram)?;
-            self.datagrams.fetch_add(1, Ordering::Relaxed);
-            self.datagram.clear();
-        }
+        // The batcher weighed the batch as exactly this datagram.
+        assert_eq!(self.datagram.len() as u64, info.weight);
+        assert!(self.datagram.len() <= MAX_DATAGRAM);
+        self.socket.send(&self.datagram)?;
+        self.datagrams.fetch_add(1, Ordering::Relaxed);
+        self.lines.fetch_add(batch.len() as u64, Ordering::Relaxed);
         Ok(())
     }
 }
@@ -107,14 +118,17 @@ fn main() {
     let mut shipper = Shipper {
         socket,
         datagram: Vec::with_capacity(MAX_DATAGRAM),
-        line: Vec::with_capacity(64),
         lines: Arc::clone(&lines),
         datagrams: Arc::clone(&datagrams),
     };
+    // A datagram is the batch: the weight limit binds long before the count
+    // (lines are 25-40 bytes, so at most ~57 fit), and a partial datagram
+    // goes out after 10 ms.
     let batcher = Batcher::builder()
         .max_batch_size(512)
         .max_delay(Duration::from_millis(10))
-        .build(move |batch: &mut Vec<Span>, _: &BatchInfo| shipper.ship(batch))
+        .max_batch_weight(MAX_DATAGRAM as u64, line_len)
+        .build(move |batch: &mut Vec<Span>, info: &BatchInfo| shipper.ship(batch, info))
         .unwrap();
 
     let start = Instant::now();
@@ -149,10 +163,17 @@ fn main() {
         m.batches(),
         m.processor_errors
     );
+    let sent_datagrams = datagrams.load(Ordering::Relaxed);
     println!(
-        "  sent {sent} lines in {} datagrams (avg {:.0} lines per datagram, limit {MAX_DATAGRAM} bytes)",
-        datagrams.load(Ordering::Relaxed),
-        sent as f64 / datagrams.load(Ordering::Relaxed).max(1) as f64
+        "  sent {sent} lines in {sent_datagrams} datagrams (avg {:.0} lines, {:.0} bytes per datagram, limit {MAX_DATAGRAM} bytes)",
+        sent as f64 / sent_datagrams.max(1) as f64,
+        m.processed_weight as f64 / sent_datagrams.max(1) as f64
+    );
+    println!(
+        "  batches closed by the weight limit {}, by the time trigger {}, at shutdown {}",
+        m.batches_by(Trigger::Weight),
+        m.batches_by(Trigger::Time),
+        m.batches_by(Trigger::Shutdown)
     );
     println!("  collector received {got} lines in {got_datagrams} datagrams (largest {largest} bytes); per name {per_name:?}");
     let lost = sent.saturating_sub(got);
@@ -171,4 +192,5 @@ fn main() {
     );
     assert_eq!(sent, recorded, "every span became a line");
     assert!(largest <= MAX_DATAGRAM);
+    assert_eq!(sent_datagrams, m.batches(), "one datagram per batch");
 }

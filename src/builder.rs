@@ -13,6 +13,7 @@ use crate::processor::{
 use crate::shared::Shared;
 use crate::storage::{RingStorage, Storage};
 use crate::sync::{self, Arc};
+use crate::weight::{Oversize, WeighFn, WeightLimit};
 use std::fmt;
 use std::marker::PhantomData;
 use std::time::Duration;
@@ -38,6 +39,8 @@ type Prepared<T, S> = (Arc<Shared<T, S>>, FlusherCore<T, S>, MetricsLabel);
 /// | `backpressure` | [`Backpressure::Block`] |
 /// | `wait_strategy` | [`WaitStrategy::SpinThenPark`] with a 50 µs spin |
 /// | `thread_name` | `"microbatch-flusher"` |
+/// | `max_batch_weight` | none (batches limited by count only) |
+/// | `oversize` | [`Oversize::Reject`] (with a weight limit) |
 /// | `storage` | [`RingStorage`] (slots numbered by the batcher; [`ArrayStorage`](crate::ArrayStorage) for `crossbeam_queue::ArrayQueue`) |
 ///
 /// # Examples
@@ -64,6 +67,8 @@ pub struct Builder<T, S = RingStorage<T>> {
     make_storage: Box<dyn Fn(usize) -> S>,
     on_error: Option<ErrorHook>,
     on_discard: Option<DiscardHook<T>>,
+    /// The weigher of `max_batch_weight` (its limit is in `settings`).
+    weigh: Option<WeighFn<T>>,
     _items: PhantomData<fn(T)>,
 }
 
@@ -78,6 +83,8 @@ impl<T, S> fmt::Debug for Builder<T, S> {
             .field("backpressure", &s.backpressure)
             .field("wait_strategy", &s.wait)
             .field("thread_name", &s.thread_name)
+            .field("max_batch_weight", &s.weight_limit)
+            .field("oversize", &s.oversize)
             .finish_non_exhaustive()
     }
 }
@@ -96,6 +103,7 @@ impl<T: Send + 'static> Builder<T> {
             make_storage: Box::new(RingStorage::new),
             on_error: None,
             on_discard: None,
+            weigh: None,
             _items: PhantomData,
         }
     }
@@ -163,6 +171,95 @@ impl<T: Send + 'static, S: Storage<T> + 'static> Builder<T, S> {
     /// `build`.
     pub fn capacity(mut self, n: usize) -> Self {
         self.settings.capacity = Some(n);
+        self
+    }
+
+    /// A second hard cap on every batch: its total weight by `weigher`, a
+    /// function of the item that should return its *encoded* size (the
+    /// bytes it takes in the datagram, request or file the processor
+    /// writes, with any per-item framing such as a newline or a length
+    /// prefix) — not `size_of`, which counts the in-memory struct and not
+    /// the heap data or the encoding. `limit` must be at least 1.
+    ///
+    /// Both caps are hard: a batch never holds more than `max_batch_size`
+    /// items nor weighs more than `limit` (except an oversize item sent
+    /// alone, see [`oversize`](Builder::oversize)); whichever binds first
+    /// closes it ([`Trigger::Weight`](crate::Trigger::Weight) when the
+    /// weight did). An item that would push the batch over the limit
+    /// closes it and opens the next one; items are never split, and each
+    /// thread's items keep their order. Items of weight 0 are allowed
+    /// (bounded by the count only). Sums saturate at `u64::MAX`.
+    /// `flush` and shutdown send batches that obey both caps. The weight
+    /// of each batch is [`BatchInfo::weight`]; the weight processed is
+    /// [`Metrics::processed_weight`](crate::Metrics::processed_weight).
+    /// For weight-only batches raise `max_batch_size` (and `capacity`).
+    ///
+    /// The weigher must be cheap, pure and deterministic: the flusher calls
+    /// it once per item; under [`Oversize::Reject`] (the default) the
+    /// submitting thread calls it too, before any room is looked for (twice
+    /// on a `submit` that finds its queue full and waits). Without a weight
+    /// limit the submit path does no more than check that none is set.
+    ///
+    /// A weigher that panics on the flusher does not stop it: the panic is
+    /// caught (counted in
+    /// [`Metrics::other_panics`](crate::Metrics::other_panics)), and the
+    /// item is sent alone as an oversize item with weight 0. One that panics
+    /// on the submitting thread unwinds into the caller; nothing was
+    /// reserved, and the item is dropped by the unwinding.
+    ///
+    /// How promptly: the flusher sees the weight of items only as it takes
+    /// them. While it is awake it dispatches a batch when the pending count
+    /// reaches `min(max_batch_size, ceil(limit / w))`, `w` the recent
+    /// average item weight, and its wake thresholds (when parked) are set
+    /// from the same count; so a batch that is full by weight before that
+    /// count is reached waits until the count is reached or `max_delay`
+    /// passes, whichever comes first. A batch dispatched on that estimate
+    /// can weigh less than the limit.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use microbatch::{Batcher, BatchInfo, Trigger};
+    ///
+    /// // Lines packed into datagrams of at most 1400 bytes.
+    /// let batcher = Batcher::builder()
+    ///     .max_batch_weight(1400, |line: &String| line.len() as u64 + 1) // + '\n'
+    ///     .build(|lines: &mut Vec<String>, info: &BatchInfo| {
+    ///         let datagram: String = lines.drain(..).map(|l| l + "\n").collect();
+    ///         assert!(datagram.len() <= 1400);
+    ///         assert_eq!(datagram.len() as u64, info.weight);
+    ///     })
+    ///     .unwrap();
+    /// for i in 0..1000 {
+    ///     batcher.submit(format!("metric.{i}:1|c")).unwrap();
+    /// }
+    /// let too_big = "x".repeat(2000);
+    /// let refused = batcher.submit(too_big.clone()).unwrap_err();
+    /// assert!(refused.is_too_heavy());
+    /// assert_eq!(refused.into_inner(), too_big);
+    /// let m = batcher.shutdown();
+    /// assert_eq!((m.processed, m.rejected_oversize), (1000, 1));
+    /// // Every batch closed by weight was a datagram of up to 1400 bytes;
+    /// // the rest of its batches the time trigger or the shutdown sent.
+    /// assert!(m.batches() >= m.processed_weight / 1400);
+    /// # let _ = Trigger::Weight;
+    /// ```
+    pub fn max_batch_weight(
+        mut self,
+        limit: u64,
+        weigher: impl Fn(&T) -> u64 + Send + Sync + 'static,
+    ) -> Self {
+        self.settings.weight_limit = Some(limit);
+        self.weigh = Some(std::sync::Arc::new(weigher));
+        self
+    }
+
+    /// What happens to an item heavier than the limit of
+    /// [`max_batch_weight`](Builder::max_batch_weight). Default
+    /// [`Oversize::Reject`]: refused at submit with the item handed back.
+    /// Without a weight limit this does nothing.
+    pub fn oversize(mut self, policy: Oversize) -> Self {
+        self.settings.oversize = policy;
         self
     }
 
@@ -320,6 +417,7 @@ impl<T: Send + 'static, S: Storage<T> + 'static> Builder<T, S> {
             make_storage: Box::new(make),
             on_error: self.on_error,
             on_discard: self.on_discard,
+            weigh: self.weigh,
             _items: PhantomData,
         }
     }
@@ -472,12 +570,26 @@ impl<T: Send + 'static, S: Storage<T> + 'static> Builder<T, S> {
             storages.push(s);
         }
         let asymmetric = self.settings.barrier == BarrierMode::Auto;
-        let shared = Arc::new(Shared::new(storages, lanes, asymmetric, config));
+        let weight = self
+            .settings
+            .weight_limit
+            .zip(self.weigh)
+            .map(|(limit, weigh)| WeightLimit {
+                limit,
+                weigh,
+                oversize: self.settings.oversize,
+            });
+        let heavy = weight
+            .as_ref()
+            .filter(|w| w.oversize == Oversize::Reject)
+            .cloned();
+        let shared = Arc::new(Shared::new(storages, lanes, asymmetric, config, heavy));
         let core = FlusherCore::new(
             Arc::clone(&shared),
             processor,
             self.on_error,
             self.on_discard,
+            weight,
         );
         let label = MetricsLabel {
             label: if self.settings.named {

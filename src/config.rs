@@ -5,6 +5,7 @@
 use crate::error::BuildError;
 use crate::sync;
 use crate::time::duration_to_nanos;
+use crate::weight::Oversize;
 use std::time::Duration;
 
 /// The most queues (lanes and shards together) a batcher may have.
@@ -247,6 +248,10 @@ pub(crate) struct Settings {
     pub(crate) metrics_interval: Duration,
     pub(crate) idle_polls: u32,
     pub(crate) retry: Option<Retry>,
+    /// The limit of `max_batch_weight`, if set (its weigher is kept by the
+    /// builder: it is generic over the item).
+    pub(crate) weight_limit: Option<u64>,
+    pub(crate) oversize: Oversize,
 }
 
 impl Default for Settings {
@@ -265,6 +270,8 @@ impl Default for Settings {
             metrics_interval: Duration::from_millis(500),
             idle_polls: IDLE_POLLS,
             retry: None,
+            weight_limit: None,
+            oversize: Oversize::Reject,
         }
     }
 }
@@ -285,6 +292,9 @@ impl Settings {
         let b = self.max_batch_size;
         if b == 0 {
             return Err(BuildError::ZeroBatchSize);
+        }
+        if self.weight_limit == Some(0) {
+            return Err(BuildError::ZeroWeightLimit);
         }
         if self.thread_name.contains('\0') {
             return Err(BuildError::ThreadName {

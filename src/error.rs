@@ -71,6 +71,9 @@ item_error! {
         Full => "submitting on a full shard", is_full;
         /// The batcher was closed.
         Closed => "submitting on a closed batcher", is_closed;
+        /// The item is heavier than the weight limit and the policy is
+        /// [`Oversize::Reject`](crate::Oversize::Reject).
+        TooHeavy => "submitting an item heavier than the batch weight limit", is_too_heavy;
     }
 }
 
@@ -82,6 +85,9 @@ item_error! {
         Timeout => "timed out waiting for room", is_timeout;
         /// The batcher was closed.
         Closed => "submitting on a closed batcher", is_closed;
+        /// The item is heavier than the weight limit and the policy is
+        /// [`Oversize::Reject`](crate::Oversize::Reject).
+        TooHeavy => "submitting an item heavier than the batch weight limit", is_too_heavy;
     }
 }
 
@@ -96,6 +102,10 @@ item_error! {
         Timeout => "timed out waiting for room", is_timeout;
         /// The batcher was closed.
         Closed => "submitting on a closed batcher", is_closed;
+        /// The item is heavier than the weight limit and the policy is
+        /// [`Oversize::Reject`](crate::Oversize::Reject) (checked before
+        /// any room is looked for).
+        TooHeavy => "submitting an item heavier than the batch weight limit", is_too_heavy;
     }
 }
 
@@ -104,6 +114,7 @@ impl<T> From<TrySubmitError<T>> for SubmitError<T> {
         match e {
             TrySubmitError::Full(t) => SubmitError::Full(t),
             TrySubmitError::Closed(t) => SubmitError::Closed(t),
+            TrySubmitError::TooHeavy(t) => SubmitError::TooHeavy(t),
         }
     }
 }
@@ -113,6 +124,7 @@ impl<T> From<SubmitTimeoutError<T>> for SubmitError<T> {
         match e {
             SubmitTimeoutError::Timeout(t) => SubmitError::Timeout(t),
             SubmitTimeoutError::Closed(t) => SubmitError::Closed(t),
+            SubmitTimeoutError::TooHeavy(t) => SubmitError::TooHeavy(t),
         }
     }
 }
@@ -129,6 +141,10 @@ pub enum SubmitManyError {
     Timeout,
     /// The batcher was closed.
     Closed,
+    /// The first item left in the caller's `Vec` is heavier than the weight
+    /// limit ([`Oversize::Reject`](crate::Oversize::Reject)); the items
+    /// before it were accepted.
+    TooHeavy,
 }
 
 impl fmt::Display for SubmitManyError {
@@ -137,6 +153,7 @@ impl fmt::Display for SubmitManyError {
             SubmitManyError::Full => "submitting on a full shard",
             SubmitManyError::Timeout => "timed out waiting for room",
             SubmitManyError::Closed => "submitting on a closed batcher",
+            SubmitManyError::TooHeavy => "submitting an item heavier than the batch weight limit",
         })
     }
 }
@@ -220,6 +237,8 @@ pub enum BuildError {
         /// The name asked for.
         name: String,
     },
+    /// The limit of `max_batch_weight` was 0 (no item could be sent).
+    ZeroWeightLimit,
     /// `metrics_interval` was zero (feature `metrics`).
     ZeroMetricsInterval,
     /// A [`Retry`](crate::Retry) policy allowed zero attempts.
@@ -256,6 +275,7 @@ impl fmt::Display for BuildError {
             BuildError::ThreadName { name } => {
                 write!(f, "thread name {name:?} contains a NUL byte")
             }
+            BuildError::ZeroWeightLimit => f.write_str("max_batch_weight's limit must be at least 1"),
             BuildError::ZeroMetricsInterval => f.write_str("metrics_interval must not be zero"),
             BuildError::ZeroAttempts => f.write_str("a retry policy must allow at least 1 attempt"),
             BuildError::Spawn(e) => write!(f, "spawning a batcher thread failed: {e}"),
@@ -340,6 +360,8 @@ pub(crate) enum Refusal {
     Full,
     Timeout,
     Closed,
+    /// Heavier than the weight limit, under `Oversize::Reject`.
+    TooHeavy,
 }
 
 impl Refusal {
@@ -348,6 +370,7 @@ impl Refusal {
             Refusal::Full => SubmitError::Full(item),
             Refusal::Timeout => SubmitError::Timeout(item),
             Refusal::Closed => SubmitError::Closed(item),
+            Refusal::TooHeavy => SubmitError::TooHeavy(item),
         }
     }
 
@@ -355,6 +378,7 @@ impl Refusal {
     pub(crate) fn try_submit<T>(self, item: T) -> TrySubmitError<T> {
         match self {
             Refusal::Closed => TrySubmitError::Closed(item),
+            Refusal::TooHeavy => TrySubmitError::TooHeavy(item),
             Refusal::Full | Refusal::Timeout => TrySubmitError::Full(item),
         }
     }
@@ -364,6 +388,7 @@ impl Refusal {
     pub(crate) fn submit_timeout<T>(self, item: T) -> SubmitTimeoutError<T> {
         match self {
             Refusal::Closed => SubmitTimeoutError::Closed(item),
+            Refusal::TooHeavy => SubmitTimeoutError::TooHeavy(item),
             Refusal::Full | Refusal::Timeout => SubmitTimeoutError::Timeout(item),
         }
     }
@@ -373,6 +398,7 @@ impl Refusal {
             Refusal::Full => SubmitManyError::Full,
             Refusal::Timeout => SubmitManyError::Timeout,
             Refusal::Closed => SubmitManyError::Closed,
+            Refusal::TooHeavy => SubmitManyError::TooHeavy,
         }
     }
 }

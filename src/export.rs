@@ -33,13 +33,15 @@ const SERIES: &[(&str, Kind, Unit, &str)] = &[
     ("microbatch_items_processed_total", Kind::Counter, Unit::Count, "Items of batches whose processor returned Ok."),
     ("microbatch_items_failed_total", Kind::Counter, Unit::Count, "Items of batches whose processor returned an error or panicked."),
     ("microbatch_items_discarded_total", Kind::Counter, Unit::Count, "Items a failed batch left, handed to on_discard and dropped."),
-    ("microbatch_items_rejected_total", Kind::Counter, Unit::Count, "Items refused at submit, by reason (full, timeout, closed, cancelled)."),
+    ("microbatch_items_rejected_total", Kind::Counter, Unit::Count, "Items refused at submit, by reason (full, timeout, closed, cancelled, oversize)."),
     ("microbatch_batches_total", Kind::Counter, Unit::Count, "Batches handed to the processor, by trigger and outcome (ok, error, panic)."),
     ("microbatch_other_panics_total", Kind::Counter, Unit::Count, "Panics caught outside the processor call (hooks, drops, backends)."),
     ("microbatch_flusher_wakeups_total", Kind::Counter, Unit::Count, "Times a producer, flush or close unparked the sleeping flusher."),
     ("microbatch_producer_waits_total", Kind::Counter, Unit::Count, "Times a producer blocked on a full lane or shard."),
     ("microbatch_heavy_barriers_total", Kind::Counter, Unit::Count, "Process-wide barriers run (at most one per flusher park, one per close)."),
     ("microbatch_barrier_failures_total", Kind::Counter, Unit::Count, "Process-wide barriers the kernel refused after registration (0 in a healthy process)."),
+    ("microbatch_batches_oversize_total", Kind::Counter, Unit::Count, "Batches of one item heavier than the weight limit, sent alone."),
+    ("microbatch_items_processed_weight_total", Kind::Counter, Unit::Count, "Total weight (by the weigher) of the items of batches whose processor returned Ok."),
     ("microbatch_queue_depth", Kind::Gauge, Unit::Count, "Items accepted and not yet taken by the flusher."),
     ("microbatch_queue_capacity", Kind::Gauge, Unit::Count, "Items the lanes and shards can hold in all."),
     ("microbatch_lanes_leased", Kind::Gauge, Unit::Count, "Single-writer lanes leased now, of microbatch_lanes."),
@@ -113,11 +115,17 @@ fn publish(label: &str, m: &Metrics, record: &BatchRecord, seen: &mut Seen) {
     set("microbatch_producer_waits_total", m.producer_waits);
     set("microbatch_heavy_barriers_total", m.heavy_barriers);
     set("microbatch_barrier_failures_total", m.barrier_failures);
+    set("microbatch_batches_oversize_total", m.batches_oversize);
+    set(
+        "microbatch_items_processed_weight_total",
+        m.processed_weight,
+    );
     for (reason, v) in [
         ("full", m.rejected_full),
         ("timeout", m.rejected_timeout),
         ("closed", m.rejected_closed),
         ("cancelled", m.rejected_cancelled),
+        ("oversize", m.rejected_oversize),
     ] {
         counter!("microbatch_items_rejected_total", "batcher" => b.clone(), "reason" => reason)
             .absolute(v);
@@ -127,6 +135,7 @@ fn publish(label: &str, m: &Metrics, record: &BatchRecord, seen: &mut Seen) {
         Trigger::Time,
         Trigger::Flush,
         Trigger::Shutdown,
+        Trigger::Weight,
     ] {
         for outcome in Outcome::ALL {
             let v = record.outcomes[trigger_index(trigger)][outcome as usize]
@@ -174,6 +183,7 @@ fn trigger_label(t: Trigger) -> &'static str {
         Trigger::Time => "time",
         Trigger::Flush => "flush",
         Trigger::Shutdown => "shutdown",
+        Trigger::Weight => "weight",
     }
 }
 

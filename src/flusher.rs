@@ -21,6 +21,7 @@ use crate::storage::{RingStorage, Storage};
 use crate::sync::{thread, Arc, Backoff};
 use crate::time::duration_to_nanos;
 use crate::wait::strategy::{Idle, Pacer};
+use crate::weight::{AvgWeight, WeightLimit};
 use std::fmt;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::time::Duration;
@@ -74,8 +75,26 @@ pub(crate) struct FlusherCore<T, S: Storage<T>> {
     on_discard: Option<DiscardHook<T>>,
     /// The batch buffer, reused: allocated once with `max_batch_size`.
     buf: Vec<T>,
-    /// Per shard: items popped (the flusher's own copy).
+    /// Per shard: items popped (the flusher's own copy), including a
+    /// carried item; what it publishes is [`done`](FlusherCore::done).
     popped: Vec<u64>,
+    /// Per shard: `done(i)`, filled for `batch_done` (no allocation).
+    published: Vec<u64>,
+    /// The weight limit (`None`: batches are limited by count only).
+    weight: Option<WeightLimit<T>>,
+    /// Where the item that did not fit the last batch by weight is, taken
+    /// off its queue (`Storage` has no peek): it opens the next batch.
+    /// Counted as queued, not popped, in everything published until it is.
+    carry: Option<Carried>,
+    /// The carried item itself (at most one): a `Vec` allocated once when
+    /// a weight limit is set, so that neither a large `T` sits inline in
+    /// the flusher's state nor a carry allocates.
+    carry_slot: Vec<T>,
+    /// The recent average item weight.
+    avg_weight: AvgWeight,
+    /// Pending items that make a batch due: `max_batch_size`, or fewer
+    /// when the average weight says they fill the weight limit.
+    due: u64,
     /// Per shard: accepted counts read at the top of the current iteration.
     counts: Vec<u64>,
     /// Per shard: what an active flush (or the shutdown) must reach.
@@ -114,6 +133,7 @@ impl<T: Send + 'static, S: Storage<T>> FlusherCore<T, S> {
         processor: Box<dyn BatchProcessor<T>>,
         on_error: Option<ErrorHook>,
         on_discard: Option<DiscardHook<T>>,
+        weight: Option<WeightLimit<T>>,
     ) -> Self {
         let n = shared.shards().len();
         let b = shared.cfg().max_batch_size;
@@ -124,6 +144,12 @@ impl<T: Send + 'static, S: Storage<T>> FlusherCore<T, S> {
             on_discard,
             buf: Vec::with_capacity(b),
             popped: vec![0; n],
+            published: vec![0; n],
+            carry_slot: Vec::with_capacity(usize::from(weight.is_some())),
+            weight,
+            carry: None,
+            avg_weight: AvgWeight::default(),
+            due: b as u64,
             counts: vec![0; n],
             targets: vec![0; n],
             flush_active: false,
@@ -155,9 +181,11 @@ impl<T: Send + 'static, S: Storage<T>> FlusherCore<T, S> {
             on_error,
             on_discard,
             mut buf,
+            mut carry_slot,
             ..
         } = self;
         clear_quietly(&mut buf);
+        clear_quietly(&mut carry_slot);
         drop_quietly(processor);
         drop_quietly(on_error);
         drop_quietly(on_discard);
@@ -245,7 +273,7 @@ impl<T: Send + 'static, S: Storage<T>> FlusherCore<T, S> {
                 }
                 return self.dispatch_step(Trigger::Flush);
             }
-            if pending >= max_batch {
+            if pending >= max_batch.min(self.due) {
                 return self.dispatch_step(Trigger::Size);
             }
             if pending > 0 {
@@ -323,7 +351,7 @@ impl<T: Send + 'static, S: Storage<T>> FlusherCore<T, S> {
         self.retrying.is_some()
             || self.draining
             || self.flush_active && !self.reached_targets()
-            || self.counts.iter().zip(&self.popped).any(|(c, p)| c > p)
+            || (0..self.counts.len()).any(|k| self.counts[k] > self.done(k))
     }
 
     /// The arrival bound of the oldest pending item, fixed when pending items
@@ -352,13 +380,25 @@ impl<T: Send + 'static, S: Storage<T>> FlusherCore<T, S> {
             // SeqCst: pairs with the reservation CAS (`shared::wake`).
             let c = shard.accepted();
             self.counts[i] = c;
-            pending += c.saturating_sub(self.popped[i]);
+            // A carried item is pending (`done`, not `popped`).
+            pending += c.saturating_sub(self.done(i));
         }
         pending
     }
 
+    /// Shard `i`'s items taken into batches: `popped[i]` less the carried
+    /// item if it came from there. What the flusher publishes to admission
+    /// (`release`), to the flush barrier (`batch_done`) and to the metrics.
+    fn done(&self, i: usize) -> u64 {
+        let carried = self.carry.as_ref().is_some_and(|c| c.shard == i);
+        self.popped[i] - u64::from(carried)
+    }
+
     fn reached_targets(&self) -> bool {
-        self.popped.iter().zip(&self.targets).all(|(p, t)| p >= t)
+        self.targets
+            .iter()
+            .enumerate()
+            .all(|(i, &t)| self.done(i) >= t)
     }
 
     /// Drains up to one batch and processes it; returns its length, 0 if
@@ -370,18 +410,42 @@ impl<T: Send + 'static, S: Storage<T>> FlusherCore<T, S> {
         let start = shared.clock().now();
         let oldest = self.oldest_bound();
         let mut exhausted = true;
+        let mut batch = Composed::default();
+        if let Some(c) = self.carry.take() {
+            // The carried item opens the batch: it precedes every later
+            // item of its shard. Now it is in a batch like any other taken
+            // item: published (room for its slot, in flight in the metrics).
+            let i = c.shard;
+            let item = self.carry_slot.pop().expect("a carry holds its item");
+            self.buf.push(item);
+            let limit = self.weight.as_ref().map_or(u64::MAX, |w| w.limit);
+            batch.admit(c.weight, c.alone, limit);
+            shared.release(i, self.done(i));
+        }
         let mut i = self.next_start;
         let backoff = Backoff::new();
+        // With a weight limit, items are taken one at a time: one that does
+        // not fit must be the last taken (there is one carry slot).
+        let weighted = self.weight.is_some();
         for _ in 0..n {
-            let before = self.buf.len();
+            if batch.closed {
+                exhausted = false;
+                break;
+            }
+            let mut got = 0u64;
             // Items counted in `counts` are reserved, so their push is
             // certain and takes nanoseconds: wait for one still in flight
             // rather than dispatch a short batch and strand it.
             let counted = self.counts[i];
-            while self.buf.len() < b {
-                let next = self.popped[i] + self.buf.len().saturating_sub(before) as u64;
-                let want = b - self.buf.len();
-                if shared.take(i, next, want, counted, &mut self.buf) > 0 {
+            while self.buf.len() < b && !batch.closed {
+                let next = self.popped[i] + got;
+                let want = if weighted { 1 } else { b - self.buf.len() };
+                let took = shared.take(i, next, want, counted, &mut self.buf);
+                if took > 0 {
+                    got += took as u64;
+                    if weighted {
+                        self.weigh_last(i, &mut batch);
+                    }
                     continue;
                 }
                 if next >= counted {
@@ -392,12 +456,11 @@ impl<T: Send + 'static, S: Storage<T>> FlusherCore<T, S> {
                     thread::yield_now();
                 }
             }
-            let got = self.buf.len().saturating_sub(before) as u64;
             if got > 0 {
                 self.popped[i] += got;
-                shared.release(i, self.popped[i]);
+                shared.release(i, self.done(i));
             }
-            if self.buf.len() >= b {
+            if self.buf.len() >= b || batch.closed {
                 exhausted = false;
                 break;
             }
@@ -413,11 +476,9 @@ impl<T: Send + 'static, S: Storage<T>> FlusherCore<T, S> {
         shared.waiters().notify();
 
         let len = self.buf.len();
-        let queue_depth = self
-            .counts
-            .iter()
-            .zip(&self.popped)
-            .map(|(c, p)| c.saturating_sub(*p))
+        let trigger = batch.trigger(trigger, weighted, len < b);
+        let queue_depth = (0..n)
+            .map(|k| self.counts[k].saturating_sub(self.done(k)))
             .sum();
         let info = BatchInfo {
             trigger,
@@ -426,6 +487,8 @@ impl<T: Send + 'static, S: Storage<T>> FlusherCore<T, S> {
             oldest_age: Duration::from_nanos(start.saturating_sub(oldest)),
             seq: self.seq,
             attempt: 1,
+            weight: batch.weight,
+            oversize: batch.oversize,
         };
         self.seq += 1;
         self.present(info, start, oldest, len);
@@ -445,6 +508,7 @@ impl<T: Send + 'static, S: Storage<T>> FlusherCore<T, S> {
     /// next attempt in `retrying`. Until it ends its items are in flight
     /// (not yet published as done), so `flush` and the drain wait for them.
     fn present(&mut self, info: BatchInfo, first_at: u64, oldest: u64, total: usize) {
+        let failed_before = self.tally.failed;
         match self.process(&info, first_at, total) {
             Some(next_at) => {
                 self.retrying = Some(Retrying {
@@ -462,8 +526,21 @@ impl<T: Send + 'static, S: Storage<T>> FlusherCore<T, S> {
                     self.buf.reserve_exact(b);
                 }
                 self.tally.batches[trigger_index(info.trigger)] += 1;
+                if let Some(w) = &self.weight {
+                    if self.tally.failed == failed_before {
+                        self.tally.processed_weight =
+                            self.tally.processed_weight.saturating_add(info.weight);
+                    }
+                    self.tally.oversize += u64::from(info.oversize);
+                    self.avg_weight.update(info.weight, total);
+                    self.due = self.avg_weight.due_count(w.limit, b as u64);
+                    self.sleeper.set_batch(self.due);
+                }
+                for k in 0..self.published.len() {
+                    self.published[k] = self.done(k);
+                }
                 self.shared
-                    .batch_done(&self.popped, &self.tally, info.trigger);
+                    .batch_done(&self.published, &self.tally, info.trigger);
             }
         }
     }
@@ -499,6 +576,39 @@ impl<T: Send + 'static, S: Storage<T>> FlusherCore<T, S> {
         }
     }
 
+    /// Weighs the item just taken from shard `i` (the last in the buffer)
+    /// into `batch`; one that does not fit is moved to the carry, and
+    /// closes the batch.
+    fn weigh_last(&mut self, i: usize, batch: &mut Composed) {
+        let Some(w) = &self.weight else { return };
+        let item = self.buf.last().expect("an item was just taken");
+        let weigh = &w.weigh;
+        let (weight, alone) = match call_quietly(|| weigh(item)) {
+            Some(x) => (x, x > w.limit),
+            None => {
+                // The weigher panicked: the item goes alone (its weight
+                // unknown, counted as 0), and the flusher goes on.
+                self.tally.other_panics += 1;
+                (0, true)
+            }
+        };
+        // Under `Reject` a heavy item was refused at submit; one that gets
+        // here anyway (a weigher that is not deterministic) goes alone, as
+        // under `Alone`.
+        if batch.fits(weight, alone, w.limit, self.buf.len() - 1) {
+            batch.admit(weight, alone, w.limit);
+        } else {
+            let item = self.buf.pop().expect("an item was just taken");
+            self.carry_slot.push(item);
+            self.carry = Some(Carried {
+                shard: i,
+                weight,
+                alone,
+            });
+            batch.closed = true;
+            batch.by_weight = true;
+        }
+    }
     /// Hands the buffer to the processor, and whatever it leaves (or makes:
     /// errors, panic payloads) to the hooks and to drops where a panic is
     /// caught: nothing user code does here can unwind the flusher.
@@ -636,6 +746,69 @@ impl<T: Send + 'static, S: Storage<T>> FlusherCore<T, S> {
         if let Idle::Park(deadline) = idle {
             self.parked_for_first_item =
                 self.sleeper.park(&shared, &self.counts, pending, deadline);
+        }
+    }
+}
+
+/// The item carried over to open the next batch (the item itself is in
+/// `FlusherCore::carry_slot`).
+struct Carried {
+    /// The queue it was taken from.
+    shard: usize,
+    weight: u64,
+    /// Heavier than the limit (or its weigher panicked): it goes alone.
+    alone: bool,
+}
+
+/// The batch being composed: its weight, and whether a cap closed it.
+#[derive(Debug, Default)]
+struct Composed {
+    /// Total weight, saturating.
+    weight: u64,
+    /// Nothing more may join (the weight limit closed it).
+    closed: bool,
+    /// Closed by the weight limit (an item did not fit, the limit was
+    /// reached, or an oversize item went alone).
+    by_weight: bool,
+    /// An oversize item alone.
+    oversize: bool,
+}
+
+impl Composed {
+    /// May an item of `weight` (`alone`: heavier than `limit`) join a
+    /// batch of `len` items? An oversize item joins only an empty batch.
+    fn fits(&self, weight: u64, alone: bool, limit: u64, len: usize) -> bool {
+        if alone {
+            return len == 0;
+        }
+        self.weight.saturating_add(weight) <= limit
+    }
+
+    /// Adds an item (one [`fits`](Composed::fits) allowed, or the carried
+    /// one, which opens an empty batch); a batch that reaches `limit`, or
+    /// holds an oversize item, is closed.
+    fn admit(&mut self, weight: u64, alone: bool, limit: u64) {
+        self.weight = self.weight.saturating_add(weight);
+        if self.weight >= limit && !alone {
+            self.closed = true;
+            self.by_weight = true;
+        }
+        if alone {
+            self.oversize = true;
+            self.closed = true;
+            self.by_weight = true;
+        }
+    }
+
+    /// The trigger to report for a dispatch asked for as `asked`: a batch
+    /// the weight limit closed (before `max_batch_size` did) is `Weight`
+    /// unless a flush or the shutdown asked for it; with a weight limit, a
+    /// short batch asked for by count was due by the weight estimate.
+    fn trigger(&self, asked: Trigger, weighted: bool, short: bool) -> Trigger {
+        match asked {
+            Trigger::Size | Trigger::Time if self.by_weight && short => Trigger::Weight,
+            Trigger::Size if weighted && short => Trigger::Weight,
+            t => t,
         }
     }
 }

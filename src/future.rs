@@ -71,12 +71,12 @@ impl<T, S: Storage<T>> Future for SubmitFuture<'_, T, S> {
                 }
                 Err(e) => e,
             };
-            if refusal == Refusal::Closed || shared.on_flusher_thread() {
-                // Closed, or the batcher's own processor (which cannot await
-                // anyway, being synchronous): no waiting.
+            if refusal != Refusal::Full || shared.on_flusher_thread() {
+                // Closed, too heavy, or the batcher's own processor (which
+                // cannot await anyway, being synchronous): no waiting.
                 shared.waiters().deregister(&mut this.registered);
                 shared.count_refusal(refusal);
-                // `Full` or `Closed`: one attempt never times out.
+                // `Full`, `Closed` or `TooHeavy`: one attempt never times out.
                 return Poll::Ready(Err(refusal.submit(item)));
             }
             this.item = Some(item);

@@ -17,6 +17,7 @@ mod config;
 mod metrics;
 mod storage;
 mod time;
+mod weight;
 // L2: waiting.
 mod wait;
 // L3: the shared state and its protocols, one file per handshake.
@@ -52,3 +53,4 @@ pub use processor::{
 };
 pub use producer::Producer;
 pub use storage::{ArrayStorage, RingStorage, Storage};
+pub use weight::Oversize;

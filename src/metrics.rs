@@ -76,6 +76,20 @@ pub struct Metrics {
     pub batches_flush: u64,
     /// Batches dispatched while shutting down.
     pub batches_shutdown: u64,
+    /// Batches closed by the weight limit ([`Trigger::Weight`]).
+    pub batches_weight: u64,
+    /// Batches of one item heavier than the weight limit, sent alone
+    /// ([`Oversize::Alone`](crate::Oversize::Alone)), or whose weigher
+    /// panicked on the flusher (whatever their trigger).
+    pub batches_oversize: u64,
+    /// Total weight of the items in batches whose processor returned `Ok`
+    /// (saturating; 0 without a weight limit).
+    pub processed_weight: u64,
+    /// Items refused because they were heavier than the weight limit
+    /// ([`Oversize::Reject`](crate::Oversize::Reject)): handed back as
+    /// `TooHeavy`. A many-item submit that stops at a heavy item counts it
+    /// and every item left behind it in the caller's `Vec`.
+    pub rejected_oversize: u64,
     /// Batches whose processor returned an error.
     pub processor_errors: u64,
     /// Batches whose processor panicked.
@@ -122,12 +136,20 @@ pub struct Metrics {
 impl Metrics {
     /// All batches dispatched.
     pub fn batches(&self) -> u64 {
-        self.batches_size + self.batches_time + self.batches_flush + self.batches_shutdown
+        self.batches_size
+            + self.batches_time
+            + self.batches_flush
+            + self.batches_shutdown
+            + self.batches_weight
     }
 
     /// All items refused, for any reason.
     pub fn rejected(&self) -> u64 {
-        self.rejected_full + self.rejected_timeout + self.rejected_closed + self.rejected_cancelled
+        self.rejected_full
+            + self.rejected_timeout
+            + self.rejected_closed
+            + self.rejected_cancelled
+            + self.rejected_oversize
     }
 
     /// Items through the processor, successfully or not
@@ -143,6 +165,7 @@ impl Metrics {
             Trigger::Time => self.batches_time,
             Trigger::Flush => self.batches_flush,
             Trigger::Shutdown => self.batches_shutdown,
+            Trigger::Weight => self.batches_weight,
         }
     }
 }
@@ -151,7 +174,11 @@ impl Metrics {
 #[derive(Debug, Default, Clone, Copy)]
 pub(crate) struct Tally {
     /// Batches by trigger, in [`Trigger`] order (see [`trigger_index`]).
-    pub(crate) batches: [u64; 4],
+    pub(crate) batches: [u64; TRIGGERS],
+    /// Batches of one oversize item.
+    pub(crate) oversize: u64,
+    /// Weight of the items of batches whose processor returned `Ok`.
+    pub(crate) processed_weight: u64,
     pub(crate) errors: u64,
     pub(crate) panics: u64,
     pub(crate) other_panics: u64,
@@ -162,6 +189,9 @@ pub(crate) struct Tally {
     pub(crate) retries: u64,
 }
 
+/// How many triggers there are (the length of the per-trigger arrays).
+pub(crate) const TRIGGERS: usize = 5;
+
 /// Where a trigger's batches are counted in [`Tally::batches`].
 pub(crate) fn trigger_index(t: Trigger) -> usize {
     match t {
@@ -169,6 +199,7 @@ pub(crate) fn trigger_index(t: Trigger) -> usize {
         Trigger::Time => 1,
         Trigger::Flush => 2,
         Trigger::Shutdown => 3,
+        Trigger::Weight => 4,
     }
 }
 
@@ -196,7 +227,9 @@ pub(crate) struct FlusherStats {
     failed: AtomicU64,
     discarded: AtomicU64,
     retries: AtomicU64,
-    batches: [AtomicU64; 4],
+    batches: [AtomicU64; TRIGGERS],
+    oversize: AtomicU64,
+    processed_weight: AtomicU64,
     errors: AtomicU64,
     panics: AtomicU64,
     other_panics: AtomicU64,
@@ -217,12 +250,9 @@ impl FlusherStats {
             failed: AtomicU64::new(0),
             discarded: AtomicU64::new(0),
             retries: AtomicU64::new(0),
-            batches: [
-                AtomicU64::new(0),
-                AtomicU64::new(0),
-                AtomicU64::new(0),
-                AtomicU64::new(0),
-            ],
+            batches: std::array::from_fn(|_| AtomicU64::new(0)),
+            oversize: AtomicU64::new(0),
+            processed_weight: AtomicU64::new(0),
             errors: AtomicU64::new(0),
             panics: AtomicU64::new(0),
             other_panics: AtomicU64::new(0),
@@ -316,6 +346,9 @@ impl FlusherStats {
         self.panics.store(t.panics, Ordering::Relaxed);
         self.other_panics.store(t.other_panics, Ordering::Relaxed);
         self.discarded.store(t.discarded, Ordering::Relaxed);
+        self.oversize.store(t.oversize, Ordering::Relaxed);
+        self.processed_weight
+            .store(t.processed_weight, Ordering::Relaxed);
     }
 
     /// Publishes the retry count (at each retry: a batch can be retried
@@ -350,6 +383,9 @@ impl FlusherStats {
         m.batches_time = self.batches[1].load(Ordering::Relaxed);
         m.batches_flush = self.batches[2].load(Ordering::Relaxed);
         m.batches_shutdown = self.batches[3].load(Ordering::Relaxed);
+        m.batches_weight = self.batches[4].load(Ordering::Relaxed);
+        m.batches_oversize = self.oversize.load(Ordering::Relaxed);
+        m.processed_weight = self.processed_weight.load(Ordering::Relaxed);
         m.processor_errors = self.errors.load(Ordering::Relaxed);
         m.processor_panics = self.panics.load(Ordering::Relaxed);
         m.other_panics =
@@ -409,7 +445,7 @@ pub(crate) struct BatchRecord {
     pub(crate) processor_ns: LogBuckets,
     pub(crate) oldest_wait_ns: LogBuckets,
     /// Batches by trigger and outcome.
-    pub(crate) outcomes: [[AtomicU64; 3]; 4],
+    pub(crate) outcomes: [[AtomicU64; 3]; TRIGGERS],
 }
 
 #[cfg(all(feature = "metrics", not(loom)))]

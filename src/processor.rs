@@ -19,7 +19,8 @@ pub type ProcessError = Box<dyn std::error::Error + Send + Sync + 'static>;
 ///     .build(|batch: &mut Vec<u8>, info: &BatchInfo| {
 ///         match info.trigger {
 ///             Trigger::Size => assert_eq!(batch.len(), 2),
-///             // Time, Flush, Shutdown, and any trigger a later version adds.
+///             // Time, Weight, Flush, Shutdown, and any trigger a later
+///             // version adds.
 ///             _ => assert!(batch.len() <= 2),
 ///         }
 ///     })
@@ -39,6 +40,17 @@ pub enum Trigger {
     Flush,
     /// The batcher was closing and drained what it held.
     Shutdown,
+    /// The weight limit ([`Builder::max_batch_weight`](crate::Builder::max_batch_weight))
+    /// closed the batch before `max_batch_size` did: the next item would
+    /// not have fitted, or the batch reached the limit, or it is an
+    /// oversize item sent alone. Such a batch dispatched for the time
+    /// trigger is counted here too (as a full batch by count is `Size`); a
+    /// flush or shutdown batch keeps its own trigger even when a cap cut
+    /// it. Also the trigger of a batch the flusher dispatched because the
+    /// pending items' count reached the limit divided by their recent
+    /// average weight (an estimate: such a batch can weigh less than the
+    /// limit).
+    Weight,
 }
 
 /// What the processor is told with each batch.
@@ -83,6 +95,13 @@ pub struct BatchInfo {
     /// [`retry`](crate::Builder::retry) policy, when the processor asked
     /// for a [`Rewind`]. `len` is then what the last attempt left.
     pub attempt: u32,
+    /// The batch's total weight by the configured weigher (saturating at
+    /// `u64::MAX`); 0 without a weight limit.
+    pub weight: u64,
+    /// The batch is one item heavier than the weight limit, sent alone
+    /// ([`Oversize::Alone`](crate::Oversize::Alone)), or one whose weigher
+    /// panicked on the flusher.
+    pub oversize: bool,
 }
 
 /// Processes batches on the flusher thread.

@@ -46,9 +46,19 @@ impl<T, S: Storage<T>> Shared<T, S> {
     }
 
     /// One attempt on `shard` (the caller's own queue); refusals are not
-    /// counted.
+    /// counted. An item heavier than the weight limit (under
+    /// `Oversize::Reject`) is refused before any reservation.
     #[inline]
     pub(crate) fn try_push_on(&self, shard: &Shard<S>, item: T) -> Result<(), (Refusal, T)> {
+        if self.too_heavy(&item) {
+            return Err((Refusal::TooHeavy, item));
+        }
+        self.push_on(shard, item)
+    }
+
+    /// One attempt on `shard`, the weight already checked.
+    #[inline]
+    fn push_on(&self, shard: &Shard<S>, item: T) -> Result<(), (Refusal, T)> {
         match self.reserve(shard, 1) {
             Ok(mut slots) => {
                 slots.push(item);
@@ -73,8 +83,14 @@ impl<T, S: Storage<T>> Shared<T, S> {
         mut item: T,
         wait: Wait,
     ) -> Result<(), (Refusal, T)> {
+        // Weighed once here, not at every attempt (a `submit` that found its
+        // queue full has weighed it once before, in its first attempt).
+        if self.too_heavy(&item) {
+            shard.count_refusal(Refusal::TooHeavy, 1);
+            return Err((Refusal::TooHeavy, item));
+        }
         loop {
-            match self.try_push_on(shard, item) {
+            match self.push_on(shard, item) {
                 Ok(()) => return Ok(()),
                 Err((Refusal::Full, back)) => {
                     item = back;
@@ -121,14 +137,31 @@ impl<T, S: Storage<T>> Shared<T, S> {
         items: &mut Vec<T>,
         wait: Wait,
     ) -> Result<(), SubmitManyError> {
+        // Under `Oversize::Reject`: how many items come before the first
+        // one too heavy (each weighed once, before any reservation).
+        let mut light = if self.refuses_heavy() {
+            items
+                .iter()
+                .position(|item| self.too_heavy(item))
+                .unwrap_or(items.len())
+        } else {
+            items.len()
+        };
         while !items.is_empty() {
-            match self.reserve(shard, items.len() as u64) {
+            if light == 0 {
+                // The heavy item stays first in `items`, the rest behind it;
+                // all of them are counted as refused.
+                shard.count_refusal(Refusal::TooHeavy, items.len() as u64);
+                return Err(SubmitManyError::TooHeavy);
+            }
+            match self.reserve(shard, light as u64) {
                 Ok(mut slots) => {
                     let granted = slots.len() as usize;
                     for item in items.drain(..granted) {
                         slots.push(item);
                     }
                     self.after_push(slots);
+                    light -= granted;
                 }
                 Err(r) => {
                     let r = if r == Refusal::Full {

@@ -12,7 +12,7 @@
 mod common;
 
 use common::{DropCounted, BOUND};
-use microbatch::{Backpressure, BatchInfo, Batcher, SubmitError, WaitStrategy};
+use microbatch::{Backpressure, BatchInfo, Batcher, Oversize, SubmitError, WaitStrategy};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -54,6 +54,17 @@ struct Plan {
     wait: WaitStrategy,
     close_after: Option<u64>,
     fault_every: u64,
+    /// A weight limit and its oversize policy; items weigh
+    /// [`item_weight`] (0 to one and a half times the limit).
+    weight: Option<(u64, Oversize)>,
+}
+
+/// An item's weight, random but fixed by its producer and number (so the
+/// processor can check each batch's weight): 0 up to 1.5 × `limit`.
+fn item_weight(producer: u32, seq: u64, limit: u64) -> u64 {
+    let x = (u64::from(producer) << 40 ^ seq ^ 0x9E37_79B9_7F4A_7C15)
+        .wrapping_mul(0x2545_F491_4F6C_DD1D);
+    (x >> 33) % (limit + limit / 2 + 1)
 }
 
 impl Plan {
@@ -94,6 +105,11 @@ impl Plan {
                 Some(rng.below(items_per_run))
             },
             fault_every: rng.pick(&[0, 0, 7, 31]),
+            weight: match rng.below(4) {
+                0 => Some((rng.pick(&[1, 10, 1000]), Oversize::Reject)),
+                1 => Some((rng.pick(&[1, 10, 1000]), Oversize::Alone)),
+                _ => None,
+            },
         }
     }
 }
@@ -107,6 +123,9 @@ struct Truth {
     batches: u64,
     injected_panics: u64,
     injected_errors: u64,
+    /// Weight of the batches the processor returned `Ok` for.
+    ok_weight: u64,
+    oversize_batches: u64,
 }
 
 fn run(plan: Plan, seed: u64) -> u64 {
@@ -118,8 +137,16 @@ fn run(plan: Plan, seed: u64) -> u64 {
     }));
     let t = Arc::clone(&truth);
     let mut slow = Rng(seed ^ 0x5151);
+    let mut builder = Batcher::builder();
+    if let Some((limit, policy)) = plan.weight {
+        builder = builder
+            .max_batch_weight(limit, move |d: &DropCounted| {
+                item_weight(d.producer, d.seq, limit)
+            })
+            .oversize(policy);
+    }
     let batcher = Arc::new(
-        Batcher::builder()
+        builder
             .max_batch_size(plan.batch)
             .capacity(plan.capacity)
             .lanes(plan.lanes)
@@ -135,7 +162,22 @@ fn run(plan: Plan, seed: u64) -> u64 {
                         batch.len()
                     );
                     assert_eq!(batch.len(), info.len);
+                    let weight = plan.weight.map_or(0, |(limit, policy)| {
+                        let w = batch
+                            .iter()
+                            .map(|d| item_weight(d.producer, d.seq, limit))
+                            .fold(0u64, u64::saturating_add);
+                        assert_eq!(w, info.weight, "the batch's weight");
+                        if info.oversize {
+                            assert_eq!(policy, Oversize::Alone);
+                            assert!(batch.len() == 1 && w > limit, "oversize: {w} > {limit}");
+                        } else {
+                            assert!(w <= limit, "batch of weight {w} over the limit {limit}");
+                        }
+                        w
+                    });
                     let mut g = t.lock().unwrap();
+                    g.oversize_batches += u64::from(info.oversize);
                     for item in batch.iter() {
                         g.processed[item.producer as usize].push(item.seq);
                     }
@@ -158,6 +200,7 @@ fn run(plan: Plan, seed: u64) -> u64 {
                         t.lock().unwrap().injected_errors += 1;
                         return Err(format!("injected error in batch {n}"));
                     }
+                    t.lock().unwrap().ok_weight += weight;
                     Ok(())
                 },
             )
@@ -197,6 +240,7 @@ fn run(plan: Plan, seed: u64) -> u64 {
                             SubmitError::Full(_) => "full",
                             SubmitError::Timeout(_) => "timeout",
                             SubmitError::Closed(_) => "closed",
+                            SubmitError::TooHeavy(_) => "heavy",
                             other => panic!("a refusal of an unknown kind: {other:?}"),
                         };
                         let item = e.into_inner();
@@ -206,6 +250,11 @@ fn run(plan: Plan, seed: u64) -> u64 {
                             "the refused item itself comes back"
                         );
                         returned.push((seq, reason));
+                        if reason == "heavy" {
+                            let (limit, policy) = plan.weight.expect("a weight limit");
+                            assert_eq!(policy, Oversize::Reject);
+                            assert!(item_weight(p, seq, limit) > limit, "refused, not heavy");
+                        }
                         if reason == "closed" {
                             assert!(b.is_closed());
                         }
@@ -216,14 +265,15 @@ fn run(plan: Plan, seed: u64) -> u64 {
         }));
     }
     let mut accepted: Vec<Vec<u64>> = Vec::new();
-    let mut refused = [0u64; 3];
+    let mut refused = [0u64; 4];
     for h in handles {
         let (a, r) = h.join().expect("producer");
         for (_, reason) in &r {
             refused[match *reason {
                 "full" => 0,
                 "timeout" => 1,
-                _ => 2,
+                "closed" => 2,
+                _ => 3,
             }] += 1;
         }
         accepted.push(a);
@@ -246,10 +296,16 @@ fn run(plan: Plan, seed: u64) -> u64 {
         [
             report.rejected_full,
             report.rejected_timeout,
-            report.rejected_closed
+            report.rejected_closed,
+            report.rejected_oversize
         ],
         refused
     );
+    assert_eq!(report.processed_weight, truth.ok_weight, "plan {plan:?}");
+    assert_eq!(report.batches_oversize, truth.oversize_batches);
+    if plan.weight.is_none() {
+        assert_eq!((report.processed_weight, refused[3]), (0, 0));
+    }
     assert_eq!(
         report.processor_panics, truth.injected_panics,
         "plan {plan:?}"

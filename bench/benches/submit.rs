@@ -8,6 +8,8 @@
 //!   threshold check; a `flush` between chunks (untimed) empties the shard.
 //! - `microbatch-awake`: the flusher busy-spins and drains at once
 //!   (`max_delay` zero), contending for the shard's lines as in a hot loop.
+//! - `microbatch-weight-asleep`: as `microbatch-asleep` with a weight limit
+//!   under `Oversize::Reject` (the weigher runs on each submit).
 //! - `base`: an empty loop over the same values (the harness itself).
 
 use criterion::{black_box, criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
@@ -112,6 +114,32 @@ fn submit(c: &mut Criterion) {
             .capacity(DEPTH)
             .max_delay(Duration::MAX)
             .wait_strategy(WaitStrategy::Park)
+            .build(|batch: &mut Vec<u64>, _: &BatchInfo| {
+                black_box(batch.iter().sum::<u64>());
+            })
+            .unwrap();
+        b.iter_custom(|iters| {
+            chunked(
+                iters,
+                |x| batcher.try_submit(x).unwrap(),
+                || batcher.flush().unwrap(),
+            )
+        });
+        let m = batcher.shutdown();
+        assert_eq!(m.processed, m.submitted);
+    });
+
+    // The same with a weight limit under `Oversize::Reject`: the weigher
+    // runs on every submit (the default row above has no weight limit and
+    // pays only the check that none is set).
+    g.bench_function(BenchmarkId::new("microbatch-weight-asleep", ""), |b| {
+        let batcher = Batcher::builder()
+            .shards(1)
+            .max_batch_size(512)
+            .capacity(DEPTH)
+            .max_delay(Duration::MAX)
+            .wait_strategy(WaitStrategy::Park)
+            .max_batch_weight(u64::MAX, |x: &u64| *x & 0xff)
             .build(|batch: &mut Vec<u64>, _: &BatchInfo| {
                 black_box(batch.iter().sum::<u64>());
             })

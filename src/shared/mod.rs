@@ -40,6 +40,7 @@ use crate::storage::Storage;
 use crate::sync::{AtomicU64, AtomicUsize, Ordering};
 use crate::time::Clock;
 use crate::wait::WaitQueue;
+use crate::weight::WeightLimit;
 use crossbeam_utils::CachePadded;
 use std::marker::PhantomData;
 
@@ -128,6 +129,9 @@ pub(crate) struct Shared<T, S: Storage<T>> {
     poller: std::sync::atomic::AtomicU64,
     clock: Clock,
     cfg: Config,
+    /// The weight limit, when items heavier than it are refused at submit
+    /// (`Oversize::Reject`); `None` otherwise (the submit path's one check).
+    heavy: Option<WeightLimit<T>>,
     _items: PhantomData<fn(T) -> T>,
 }
 
@@ -147,8 +151,15 @@ fn next_batcher_id() -> u64 {
 
 impl<T, S: Storage<T>> Shared<T, S> {
     /// A batcher over `storages`, the first `lanes` of them lanes; with
-    /// lanes, `asymmetric` asks for the membarrier mode (`barrier`).
-    pub(crate) fn new(storages: Vec<S>, lanes: usize, asymmetric: bool, cfg: Config) -> Self {
+    /// lanes, `asymmetric` asks for the membarrier mode (`barrier`);
+    /// `heavy` refuses items heavier than its limit at submit.
+    pub(crate) fn new(
+        storages: Vec<S>,
+        lanes: usize,
+        asymmetric: bool,
+        cfg: Config,
+        heavy: Option<WeightLimit<T>>,
+    ) -> Self {
         let n = storages.len();
         assert!(lanes < n, "at least one shard");
         Shared {
@@ -171,6 +182,7 @@ impl<T, S: Storage<T>> Shared<T, S> {
             poller: std::sync::atomic::AtomicU64::new(0),
             clock: Clock::new(),
             cfg,
+            heavy,
             _items: PhantomData,
         }
     }
@@ -182,6 +194,23 @@ impl<T, S: Storage<T>> Shared<T, S> {
 
     pub(crate) fn cfg(&self) -> &Config {
         &self.cfg
+    }
+
+    /// Is `item` to be refused as heavier than the weight limit? Only
+    /// under `Oversize::Reject` does this call the weigher; otherwise it is
+    /// one check of an `Option`.
+    #[inline]
+    pub(crate) fn too_heavy(&self, item: &T) -> bool {
+        match &self.heavy {
+            None => false,
+            Some(h) => h.too_heavy(item),
+        }
+    }
+
+    /// Is a weight limit with `Oversize::Reject` configured?
+    #[inline]
+    pub(crate) fn refuses_heavy(&self) -> bool {
+        self.heavy.is_some()
     }
 
     pub(crate) fn clock(&self) -> &Clock {

@@ -154,6 +154,8 @@ pub(crate) struct ProducerSide {
     rejected_closed: Counter,
     /// Items of `submit_async` futures dropped before acceptance.
     rejected_cancelled: Counter,
+    /// Items heavier than the weight limit (`Oversize::Reject`).
+    rejected_oversize: Counter,
     waits: Counter,
 }
 
@@ -169,6 +171,7 @@ impl ProducerSide {
             rejected_timeout: Counter::new(0),
             rejected_closed: Counter::new(0),
             rejected_cancelled: Counter::new(0),
+            rejected_oversize: Counter::new(0),
             waits: Counter::new(0),
         }
     }
@@ -280,6 +283,7 @@ impl<S> Shard<S> {
             Refusal::Full => &self.prod.rejected_full,
             Refusal::Timeout => &self.prod.rejected_timeout,
             Refusal::Closed => &self.prod.rejected_closed,
+            Refusal::TooHeavy => &self.prod.rejected_oversize,
         };
         c.fetch_add(n, std::sync::atomic::Ordering::Relaxed);
     }
@@ -306,6 +310,7 @@ impl<S> Shard<S> {
         m.rejected_timeout += p.rejected_timeout.load(Relaxed);
         m.rejected_closed += p.rejected_closed.load(Relaxed);
         m.rejected_cancelled += p.rejected_cancelled.load(Relaxed);
+        m.rejected_oversize += p.rejected_oversize.load(Relaxed);
         m.producer_waits += p.waits.load(Relaxed);
     }
 }

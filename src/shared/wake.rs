@@ -27,7 +27,12 @@
 //!
 //! The thresholds satisfy `sum(threshold - count) <= room + shards - 1`,
 //! so whenever a full batch is pending some producer crossed its shard's
-//! threshold (pigeonhole); with no item pending and no deadline every
+//! threshold (pigeonhole); `room` is the batch size less what is pending,
+//! the batch size being `max_batch_size` or, with a weight limit, the
+//! count the recent average weight says fills the limit (`Sleeper::batch`:
+//! the same protocol with a smaller room, so a batch full by that estimate
+//! wakes the flusher; one full by weight sooner waits for it or for
+//! `max_delay`); with no item pending and no deadline every
 //! threshold is `count + 1`, so the first item wakes the flusher and its
 //! time trigger starts from the waking producer's stamp.
 //!
@@ -153,6 +158,11 @@ pub(crate) struct Sleeper {
     seen: Vec<u64>,
     /// Per shard: the thresholds last published.
     thresholds: Vec<u64>,
+    /// Pending items that make a batch due (the room the thresholds share
+    /// out is this less what is pending): `max_batch_size`, or fewer with a
+    /// weight limit (`FlusherCore::dispatch` sets it from the average item
+    /// weight). `u64::MAX` until set: `max_batch_size`.
+    batch: u64,
 }
 
 impl Sleeper {
@@ -160,7 +170,14 @@ impl Sleeper {
         Sleeper {
             seen: vec![0; shards],
             thresholds: vec![0; shards],
+            batch: u64::MAX,
         }
+    }
+
+    /// From now on a batch is due at `batch` pending items (at most
+    /// `max_batch_size`, which bounds it anyway).
+    pub(crate) fn set_batch(&mut self, batch: u64) {
+        self.batch = batch.max(1);
     }
 
     /// Publishes wake thresholds for the accepted `counts` (with `pending`
@@ -239,6 +256,7 @@ impl Sleeper {
             }
         } else {
             let room = (shared.cfg.max_batch_size as u64)
+                .min(self.batch)
                 .saturating_sub(pending)
                 .max(1);
             let weights: u64 = counts
