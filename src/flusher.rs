@@ -63,6 +63,8 @@ struct Retrying {
     oldest: u64,
     /// The batch's items, those attempts took out included.
     total: usize,
+    /// Their weight (0 without a weight limit).
+    total_weight: u64,
     /// When the next attempt is due.
     next_at: u64,
 }
@@ -491,7 +493,7 @@ impl<T: Send + 'static, S: Storage<T>> FlusherCore<T, S> {
             oversize: batch.oversize,
         };
         self.seq += 1;
-        self.present(info, start, oldest, len);
+        self.present(info, start, oldest, len, batch.weight);
 
         if exhausted {
             // Everything still pending was counted after the counts were
@@ -503,11 +505,19 @@ impl<T: Send + 'static, S: Storage<T>> FlusherCore<T, S> {
     }
 
     /// Presents the buffer to the processor as `info` (an attempt at a
-    /// batch of `total` items, the first begun at `first_at`, its oldest
-    /// item arrived after `oldest`): the batch ends here, or waits for its
-    /// next attempt in `retrying`. Until it ends its items are in flight
-    /// (not yet published as done), so `flush` and the drain wait for them.
-    fn present(&mut self, info: BatchInfo, first_at: u64, oldest: u64, total: usize) {
+    /// batch of `total` items weighing `total_weight`, the first begun at
+    /// `first_at`, its oldest item arrived after `oldest`): the batch ends
+    /// here, or waits for its next attempt in `retrying`. Until it ends its
+    /// items are in flight (not yet published as done), so `flush` and the
+    /// drain wait for them.
+    fn present(
+        &mut self,
+        info: BatchInfo,
+        first_at: u64,
+        oldest: u64,
+        total: usize,
+        total_weight: u64,
+    ) {
         let failed_before = self.tally.failed;
         match self.process(&info, first_at, total) {
             Some(next_at) => {
@@ -516,6 +526,7 @@ impl<T: Send + 'static, S: Storage<T>> FlusherCore<T, S> {
                     first_at,
                     oldest,
                     total,
+                    total_weight,
                     next_at,
                 });
             }
@@ -529,10 +540,10 @@ impl<T: Send + 'static, S: Storage<T>> FlusherCore<T, S> {
                 if let Some(w) = &self.weight {
                     if self.tally.failed == failed_before {
                         self.tally.processed_weight =
-                            self.tally.processed_weight.saturating_add(info.weight);
+                            self.tally.processed_weight.saturating_add(total_weight);
                     }
                     self.tally.oversize += u64::from(info.oversize);
-                    self.avg_weight.update(info.weight, total);
+                    self.avg_weight.update(total_weight, total);
                     self.due = self.avg_weight.due_count(w.limit, b as u64);
                     self.sleeper.set_batch(self.due);
                 }
@@ -553,12 +564,30 @@ impl<T: Send + 'static, S: Storage<T>> FlusherCore<T, S> {
             len: self.buf.len(),
             oldest_age: Duration::from_nanos(now.saturating_sub(r.oldest)),
             attempt: r.info.attempt + 1,
+            weight: self.weigh_buffer(),
             ..r.info
         };
         self.tally.retries += 1;
         self.shared.stats().publish_retries(self.tally.retries);
-        self.present(info, r.first_at, r.oldest, r.total);
+        self.present(info, r.first_at, r.oldest, r.total, r.total_weight);
         info.len
+    }
+
+    /// The weight of what is in the buffer (what an attempt left), 0
+    /// without a weight limit; an item whose weigher panics counts 0.
+    fn weigh_buffer(&mut self) -> u64 {
+        let Some(w) = &self.weight else { return 0 };
+        let weigh = &w.weigh;
+        let mut panics = 0;
+        let total = self.buf.iter().fold(0u64, |sum, item| {
+            let x = call_quietly(|| weigh(item)).unwrap_or_else(|| {
+                panics += 1;
+                0
+            });
+            sum.saturating_add(x)
+        });
+        self.tally.other_panics += panics;
+        total
     }
 
     /// With a retry policy, when the processor's error `e` asks for a retry

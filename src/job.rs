@@ -25,7 +25,7 @@
 use crate::batcher::Batcher;
 use crate::builder::Builder;
 use crate::error::{BuildError, SubmitError, TrySubmitError};
-use crate::processor::{BatchInfo, ProcessError};
+use crate::processor::{is_rewind, BatchInfo, ProcessError, ProcessOutcome};
 use crate::shared::thread::is_after_panic;
 use crate::storage::Storage;
 use crate::sync::{thread, Arc, Condvar, Mutex, MutexGuard};
@@ -376,6 +376,15 @@ where
     /// [`Job::complete`]. If it panics, the jobs it has not answered complete
     /// as [`JobError::Panicked`] (and the panic is counted as usual).
     ///
+    /// The processor returns `()` or `Result<(), E>`, as for
+    /// [`build`](Builder::build). With a [`retry`](Builder::retry) policy it
+    /// may return a [`Rewind`](crate::Rewind): the jobs it has not answered
+    /// come again at the next attempt (those it answered are taken out of
+    /// the batch first, whether or not it left them there). Jobs still
+    /// unanswered when the batch ends as failed resolve as
+    /// [`JobError::Unanswered`], after the
+    /// [`on_discard`](Builder::on_discard) hook has seen them.
+    ///
     /// # Errors
     ///
     /// As [`build`](Builder::build).
@@ -396,16 +405,53 @@ where
     /// let ticket = batcher.submit_tracked(12).unwrap();
     /// assert_eq!(ticket.wait(), Ok(144));
     /// ```
-    pub fn build_tracked<P>(self, mut processor: P) -> Result<Batcher<Job<T, R, E>>, BuildError>
+    ///
+    /// A write that fails part way, retried for the jobs it did not answer:
+    ///
+    /// ```
+    /// use microbatch::{Batcher, BatchInfo, Job, Retry, Rewind};
+    ///
+    /// let mut fail_once = true;
+    /// let batcher = Batcher::builder()
+    ///     .max_batch_size(4)
+    ///     .retry(Retry::attempts(3))
+    ///     .build_tracked(move |jobs: &mut Vec<Job<u32, u32, String>>, info: &BatchInfo| {
+    ///         for job in jobs.iter_mut() {
+    ///             if *job.input() == 3 && std::mem::take(&mut fail_once) {
+    ///                 return Err(Rewind::new("connection reset"));
+    ///             }
+    ///             job.complete(Ok(info.attempt));
+    ///         }
+    ///         Ok(())
+    ///     })
+    ///     .unwrap();
+    /// let tickets: Vec<_> = (1..=4).map(|i| batcher.submit_tracked(i).unwrap()).collect();
+    /// let answers: Vec<_> = tickets.into_iter().map(|t| t.wait().unwrap()).collect();
+    /// assert_eq!(answers, [1, 1, 2, 2]); // 3 and 4 came again, at attempt 2
+    /// ```
+    pub fn build_tracked<P, O>(self, mut processor: P) -> Result<Batcher<Job<T, R, E>>, BuildError>
     where
-        P: FnMut(&mut Vec<Job<T, R, E>>, &BatchInfo) + Send + 'static,
+        P: FnMut(&mut Vec<Job<T, R, E>>, &BatchInfo) -> O + Send + 'static,
+        O: ProcessOutcome,
     {
         self.build(move |batch: &mut Vec<Job<T, R, E>>, info: &BatchInfo| {
-            if let Err(payload) = catch_unwind(AssertUnwindSafe(|| processor(batch, info))) {
-                for job in batch.iter_mut() {
-                    job.answer(JobError::Panicked);
+            match catch_unwind(AssertUnwindSafe(|| processor(batch, info))) {
+                Ok(outcome) => {
+                    let result = outcome.into_result();
+                    if result.as_ref().is_err_and(is_rewind) {
+                        // Only what is unanswered comes again (without a
+                        // retry policy the batch fails, and only what is
+                        // unanswered is discarded).
+                        batch.retain(|job| !job.is_answered());
+                    }
+                    result
                 }
-                resume_unwind(payload);
+                Err(payload) => {
+                    for job in batch.iter_mut() {
+                        job.answer(JobError::Panicked);
+                    }
+                    resume_unwind(payload);
+                }
             }
         })
     }

@@ -96,7 +96,9 @@ pub struct BatchInfo {
     /// for a [`Rewind`]. `len` is then what the last attempt left.
     pub attempt: u32,
     /// The batch's total weight by the configured weigher (saturating at
-    /// `u64::MAX`); 0 without a weight limit.
+    /// `u64::MAX`); 0 without a weight limit. On a retry (`attempt` above
+    /// 1), the weight of what the last attempt left, which is what this
+    /// attempt holds.
     pub weight: u64,
     /// The batch is one item heavier than the weight limit, sent alone
     /// ([`Oversize::Alone`](crate::Oversize::Alone)), or one whose weigher

@@ -363,3 +363,81 @@ fn backoff_doubles_up_to_its_cap() {
     assert_eq!(waits, vec![0, 3, 6, 12, 20, 20]);
     assert_eq!(p.delay_before(u32::MAX), Duration::from_millis(20));
 }
+
+#[test]
+fn a_tracked_processor_rewinds_what_it_did_not_answer() {
+    let attempts: Attempts = Arc::default();
+    let a = Arc::clone(&attempts);
+    let batcher = Batcher::builder()
+        .max_batch_size(4)
+        .shards(1)
+        .lanes(0)
+        .max_delay(Duration::MAX)
+        .retry(quick(3))
+        .build_tracked(
+            move |jobs: &mut Vec<Job<u32, u32, String>>, info: &BatchInfo| -> Result<(), Rewind> {
+                let inputs = jobs.iter().map(|j| *j.input()).collect();
+                a.lock().unwrap().push((info.seq, info.attempt, inputs));
+                for job in jobs.iter_mut() {
+                    // Item 3 fails on the first attempt; the two before it
+                    // are answered and left in the batch.
+                    if *job.input() == 3 && info.attempt == 1 {
+                        return Err(Rewind::new("connection reset"));
+                    }
+                    job.complete(Ok(*job.input() * 10 + info.attempt));
+                }
+                Ok(())
+            },
+        )
+        .unwrap();
+    let tickets: Vec<_> = (1..=4)
+        .map(|i| batcher.submit_tracked(i).unwrap())
+        .collect();
+    let answers = bounded("tickets of a retried tracked batch", move || {
+        tickets.into_iter().map(|t| t.wait()).collect::<Vec<_>>()
+    });
+    assert_eq!(answers, vec![Ok(11), Ok(21), Ok(32), Ok(42)]);
+    assert_eq!(
+        *attempts.lock().unwrap(),
+        vec![(0, 1, vec![1, 2, 3, 4]), (0, 2, vec![3, 4])],
+        "the answered jobs are not presented again"
+    );
+    let m = batcher.shutdown();
+    assert_eq!((m.processed, m.retries, m.failed), (4, 1, 0));
+}
+
+#[test]
+fn a_retry_attempt_reports_the_weight_of_what_it_holds() {
+    let seen: Arc<Mutex<Vec<(u32, u64, usize)>>> = Arc::default();
+    let s = Arc::clone(&seen);
+    let batcher = Batcher::builder()
+        .max_batch_size(8)
+        .shards(1)
+        .lanes(0)
+        .max_delay(Duration::MAX)
+        .max_batch_weight(100, |x: &u64| *x)
+        .retry(quick(3))
+        .build(
+            move |batch: &mut Vec<u64>, info: &BatchInfo| -> Result<(), Rewind> {
+                s.lock()
+                    .unwrap()
+                    .push((info.attempt, info.weight, info.len));
+                assert_eq!(info.weight, batch.iter().sum::<u64>());
+                if info.attempt == 1 {
+                    batch.remove(0);
+                    return Err(Rewind::new("partial write"));
+                }
+                batch.clear();
+                Ok(())
+            },
+        )
+        .unwrap();
+    for w in [10, 20, 30] {
+        batcher.submit(w).unwrap();
+    }
+    batcher.flush().unwrap();
+    assert_eq!(*seen.lock().unwrap(), vec![(1, 60, 3), (2, 50, 2)]);
+    let m = batcher.shutdown();
+    // The batch's weight, every attempt's items, is what was processed.
+    assert_eq!((m.processed, m.processed_weight, m.retries), (3, 60, 1));
+}
