@@ -1,6 +1,7 @@
 //! Stress with exact accounting: random configurations, producers racing a
 //! close at a random moment, a processor that is sometimes slow, sometimes
-//! fails and sometimes panics. After every run: each item was processed
+//! fails, sometimes panics, and (with a retry policy) sometimes writes part
+//! of its batch and asks for the rest again. After every run: each item was processed
 //! exactly once or handed back to its submitter, never both, never twice;
 //! per-thread order held; every item was dropped exactly once; the counters
 //! equal the truth.
@@ -12,7 +13,10 @@
 mod common;
 
 use common::{DropCounted, BOUND};
-use microbatch::{Backpressure, BatchInfo, Batcher, Oversize, SubmitError, WaitStrategy};
+use microbatch::{
+    Backpressure, BatchInfo, Batcher, Failure, Oversize, ProcessError, Retry, Rewind, SubmitError,
+    WaitStrategy,
+};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -57,6 +61,10 @@ struct Plan {
     /// A weight limit and its oversize policy; items weigh
     /// [`item_weight`] (0 to one and a half times the limit).
     weight: Option<(u64, Oversize)>,
+    /// A retry policy of this many attempts, and a rewind in about one
+    /// attempt in this many: the processor writes a random part of the
+    /// batch (taking it out) and asks for the rest again.
+    retry: Option<(u32, u64)>,
 }
 
 /// An item's weight, random but fixed by its producer and number (so the
@@ -110,6 +118,7 @@ impl Plan {
                 1 => Some((rng.pick(&[1, 10, 1000]), Oversize::Alone)),
                 _ => None,
             },
+            retry: (rng.below(3) == 0).then(|| (rng.pick(&[1, 2, 4]), rng.pick(&[2, 5, 20]))),
         }
     }
 }
@@ -118,11 +127,19 @@ impl Plan {
 struct Truth {
     /// Per producer: the sequence numbers processed, in processing order.
     processed: Vec<Vec<u64>>,
-    /// Items of the batches a fault was injected into.
+    /// Items of the batches a fault was injected into, or given up on.
     failed: u64,
+    /// Items left in those batches (what `on_discard` must be handed).
+    discarded: u64,
+    /// What `on_discard` was handed.
+    discard_hook: u64,
+    /// Rewinds the policy allowed.
+    retries: u64,
     batches: u64,
     injected_panics: u64,
     injected_errors: u64,
+    /// Processor calls (attempts).
+    calls: u64,
     /// Weight of the batches the processor returned `Ok` for.
     ok_weight: u64,
     oversize_batches: u64,
@@ -138,6 +155,19 @@ fn run(plan: Plan, seed: u64) -> u64 {
     let t = Arc::clone(&truth);
     let mut slow = Rng(seed ^ 0x5151);
     let mut builder = Batcher::builder();
+    if let Some((attempts, _)) = plan.retry {
+        let backoff = rng_backoff(seed);
+        builder = builder.retry(Retry::attempts(attempts).backoff(backoff, backoff * 4));
+    }
+    let hook_truth = Arc::clone(&truth);
+    builder = builder.on_discard(move |left: &mut Vec<DropCounted>, _: &Failure, info| {
+        // What the last attempt left of the `info.len` items it was shown
+        // (the totals are checked against the processor's own count).
+        assert!(!left.is_empty() && left.len() <= info.len);
+        hook_truth.lock().unwrap().discard_hook += left.len() as u64;
+    });
+    // This batch's items and weight, fixed at its first attempt.
+    let mut current = (0u64, 0u64);
     if let Some((limit, policy)) = plan.weight {
         builder = builder
             .max_batch_weight(limit, move |d: &DropCounted| {
@@ -155,7 +185,7 @@ fn run(plan: Plan, seed: u64) -> u64 {
             .backpressure(plan.policy)
             .wait_strategy(plan.wait)
             .build(
-                move |batch: &mut Vec<DropCounted>, info: &BatchInfo| -> Result<(), String> {
+                move |batch: &mut Vec<DropCounted>, info: &BatchInfo| -> Result<(), ProcessError> {
                     assert!(
                         !batch.is_empty() && batch.len() <= plan.batch,
                         "batch of {}",
@@ -177,12 +207,39 @@ fn run(plan: Plan, seed: u64) -> u64 {
                         w
                     });
                     let mut g = t.lock().unwrap();
-                    g.oversize_batches += u64::from(info.oversize);
+                    if info.attempt == 1 {
+                        current = (batch.len() as u64, weight);
+                        g.oversize_batches += u64::from(info.oversize);
+                        g.batches += 1;
+                    }
+                    let (total, total_weight) = current;
+                    g.calls += 1;
+                    let n = g.calls;
+                    if let Some((attempts, every)) = plan.retry {
+                        if slow.below(every) == 0 {
+                            // Writes a random part (maybe none) and asks for
+                            // the rest; at the last attempt the policy
+                            // gives up and the rest is discarded.
+                            let written = slow.below(batch.len() as u64) as usize;
+                            let last = info.attempt >= attempts;
+                            let upto = if last { batch.len() } else { written };
+                            for item in &batch[..upto] {
+                                g.processed[item.producer as usize].push(item.seq);
+                            }
+                            batch.drain(..written);
+                            if last {
+                                g.failed += total;
+                                g.discarded += batch.len() as u64;
+                                g.injected_errors += 1;
+                            } else {
+                                g.retries += 1;
+                            }
+                            return Err(Rewind::new("transient").into());
+                        }
+                    }
                     for item in batch.iter() {
                         g.processed[item.producer as usize].push(item.seq);
                     }
-                    g.batches += 1;
-                    let n = g.batches;
                     drop(g);
                     if slow.below(50) == 0 {
                         // A slow batch: producers fill the shards meanwhile.
@@ -192,15 +249,20 @@ fn run(plan: Plan, seed: u64) -> u64 {
                         }
                     }
                     if plan.fault_every > 0 && n.is_multiple_of(plan.fault_every) {
-                        t.lock().unwrap().failed += batch.len() as u64;
+                        {
+                            let mut g = t.lock().unwrap();
+                            // Every item of the batch, earlier attempts'.
+                            g.failed += total;
+                            g.discarded += batch.len() as u64;
+                        }
                         if n.is_multiple_of(2) {
                             t.lock().unwrap().injected_panics += 1;
                             panic!("injected fault in batch {n}");
                         }
                         t.lock().unwrap().injected_errors += 1;
-                        return Err(format!("injected error in batch {n}"));
+                        return Err(format!("injected error in batch {n}").into());
                     }
-                    t.lock().unwrap().ok_weight += weight;
+                    t.lock().unwrap().ok_weight += total_weight;
                     Ok(())
                 },
             )
@@ -315,6 +377,12 @@ fn run(plan: Plan, seed: u64) -> u64 {
         "plan {plan:?}"
     );
     assert_eq!(report.batches(), truth.batches);
+    assert_eq!(report.retries, truth.retries, "plan {plan:?}");
+    assert_eq!(report.discarded, truth.discarded, "plan {plan:?}");
+    assert_eq!(
+        truth.discard_hook, truth.discarded,
+        "what on_discard was handed"
+    );
     let attempted = plan.producers as u64 * plan.items;
     assert_eq!(total + refused.iter().sum::<u64>(), attempted);
     assert_eq!(
@@ -326,6 +394,11 @@ fn run(plan: Plan, seed: u64) -> u64 {
         assert_eq!(refused[2], 0);
     }
     attempted
+}
+
+/// A run's retry backoff: none, or up to 50 µs.
+fn rng_backoff(seed: u64) -> Duration {
+    Duration::from_micros(Rng(seed ^ 0xBAC0).below(3) * 25)
 }
 
 #[test]
@@ -353,6 +426,7 @@ fn stress_random_configurations() {
     let mut items = 0u64;
     let mut runs = 0u64;
     let mut faults = 0u64;
+    let mut rewinding = 0u64;
     while items < budget {
         let per_run = rng.pick(&[200u64, 2_000, 20_000, 100_000]);
         let plan = Plan::random(&mut rng, per_run);
@@ -362,13 +436,16 @@ fn stress_random_configurations() {
         if plan.fault_every > 0 {
             faults += 1;
         }
+        if plan.retry.is_some() {
+            rewinding += 1;
+        }
         assert!(
             soak.is_some() || started.elapsed() < BOUND * 6,
             "stress ran past its bound"
         );
     }
     println!(
-        "stress: seed {seed}: {items} items in {runs} runs ({faults} with injected processor faults) in {:.1?}: nothing lost, nothing duplicated",
+        "stress: seed {seed}: {items} items in {runs} runs ({faults} with injected processor faults, {rewinding} with random rewinds) in {:.1?}: nothing lost, nothing duplicated",
         started.elapsed()
     );
 }
