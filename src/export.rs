@@ -34,7 +34,8 @@ const SERIES: &[(&str, Kind, Unit, &str)] = &[
     ("microbatch_items_failed_total", Kind::Counter, Unit::Count, "Items of batches whose processor returned an error or panicked."),
     ("microbatch_items_discarded_total", Kind::Counter, Unit::Count, "Items a failed batch left, handed to on_discard and dropped."),
     ("microbatch_items_rejected_total", Kind::Counter, Unit::Count, "Items refused at submit, by reason (full, timeout, closed, cancelled, oversize)."),
-    ("microbatch_batches_total", Kind::Counter, Unit::Count, "Batches handed to the processor, by trigger and outcome (ok, error, panic)."),
+    ("microbatch_batches_total", Kind::Counter, Unit::Count, "Attempts at batches handed to the processor, by trigger and outcome (ok, error, panic; rewind: a retry was granted)."),
+    ("microbatch_retries_total", Kind::Counter, Unit::Count, "Attempts after the first at batches whose processor asked for a rewind."),
     ("microbatch_other_panics_total", Kind::Counter, Unit::Count, "Panics caught outside the processor call (hooks, drops, backends)."),
     ("microbatch_flusher_wakeups_total", Kind::Counter, Unit::Count, "Times a producer, flush or close unparked the sleeping flusher."),
     ("microbatch_producer_waits_total", Kind::Counter, Unit::Count, "Times a producer blocked on a full lane or shard."),
@@ -116,6 +117,7 @@ fn publish(label: &str, m: &Metrics, record: &BatchRecord, seen: &mut Seen) {
     set("microbatch_heavy_barriers_total", m.heavy_barriers);
     set("microbatch_barrier_failures_total", m.barrier_failures);
     set("microbatch_batches_oversize_total", m.batches_oversize);
+    set("microbatch_retries_total", m.retries);
     set(
         "microbatch_items_processed_weight_total",
         m.processed_weight,

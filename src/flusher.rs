@@ -652,10 +652,15 @@ impl<T: Send + 'static, S: Storage<T>> FlusherCore<T, S> {
         let buf = &mut self.buf;
         let outcome = catch_unwind(AssertUnwindSafe(|| processor.process(buf, info)));
         stats.set_busy_since(0);
+        let retry_at = match &outcome {
+            Ok(Err(e)) => self.retry_at(e, info, first_at),
+            _ => None,
+        };
         #[cfg(all(feature = "metrics", not(loom)))]
         stats.record_batch(&crate::metrics::BatchSample {
             trigger: info.trigger,
             outcome: match &outcome {
+                _ if retry_at.is_some() => crate::metrics::Outcome::Rewind,
                 Ok(Ok(())) => crate::metrics::Outcome::Ok,
                 Ok(Err(_)) => crate::metrics::Outcome::Error,
                 Err(_) => crate::metrics::Outcome::Panic,
@@ -664,26 +669,24 @@ impl<T: Send + 'static, S: Storage<T>> FlusherCore<T, S> {
             processor_ns: self.shared.clock().now().saturating_sub(entered_at),
             oldest_wait_ns: u64::try_from(info.oldest_age.as_nanos()).unwrap_or(u64::MAX),
         });
-        if let Ok(Err(e)) = &outcome {
-            if let Some(at) = self.retry_at(e, info, first_at) {
-                if let Ok(Err(e)) = outcome {
-                    self.tally.other_panics += u64::from(drop_quietly(e));
-                }
-                #[cfg(feature = "log")]
-                {
-                    self.tally.other_panics += u64::from(
-                        call_quietly(|| {
-                            log::debug!(
-                                "microbatch: batch {} asked for a retry (attempt {})",
-                                info.seq,
-                                info.attempt
-                            )
-                        })
-                        .is_none(),
-                    );
-                }
-                return Some(at);
+        if let Some(at) = retry_at {
+            if let Ok(Err(e)) = outcome {
+                self.tally.other_panics += u64::from(drop_quietly(e));
             }
+            #[cfg(feature = "log")]
+            {
+                self.tally.other_panics += u64::from(
+                    call_quietly(|| {
+                        log::debug!(
+                            "microbatch: batch {} asked for a retry (attempt {})",
+                            info.seq,
+                            info.attempt
+                        )
+                    })
+                    .is_none(),
+                );
+            }
+            return Some(at);
         }
         let tally = &mut self.tally;
         let failure = match outcome {

@@ -397,24 +397,28 @@ impl FlusherStats {
     }
 }
 
-/// How a batch ended, for the `outcome` label.
+/// How an attempt at a batch ended, for the `outcome` label.
 #[cfg(all(feature = "metrics", not(loom)))]
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Outcome {
     Ok = 0,
     Error = 1,
     Panic = 2,
+    /// The processor asked for a rewind and the retry policy granted it.
+    Rewind = 3,
 }
 
 #[cfg(all(feature = "metrics", not(loom)))]
 impl Outcome {
-    pub(crate) const ALL: [Outcome; 3] = [Outcome::Ok, Outcome::Error, Outcome::Panic];
+    pub(crate) const ALL: [Outcome; 4] =
+        [Outcome::Ok, Outcome::Error, Outcome::Panic, Outcome::Rewind];
 
     pub(crate) fn label(self) -> &'static str {
         match self {
             Outcome::Ok => "ok",
             Outcome::Error => "error",
             Outcome::Panic => "panic",
+            Outcome::Rewind => "rewind",
         }
     }
 }
@@ -445,7 +449,7 @@ pub(crate) struct BatchRecord {
     pub(crate) processor_ns: LogBuckets,
     pub(crate) oldest_wait_ns: LogBuckets,
     /// Batches by trigger and outcome.
-    pub(crate) outcomes: [[AtomicU64; 3]; TRIGGERS],
+    pub(crate) outcomes: [[AtomicU64; 4]; TRIGGERS],
 }
 
 #[cfg(all(feature = "metrics", not(loom)))]

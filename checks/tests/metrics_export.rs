@@ -6,7 +6,7 @@ mod common;
 use common::{hold_a_batch_and_fill, Gate};
 use metrics_util::debugging::{DebugValue, DebuggingRecorder, Snapshotter};
 use metrics_util::MetricKind;
-use microbatch::{Backpressure, BatchInfo, Batcher};
+use microbatch::{Backpressure, BatchInfo, Batcher, ProcessError, Retry, Rewind};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
@@ -312,4 +312,53 @@ fn histograms_outcomes_and_descriptions() {
         .is_some_and(|d| d.contains("processor")));
     let (_, unit, _, _) = find("microbatch_queue_capacity", &[]);
     assert_eq!(*unit, Some(metrics::Unit::Count));
+}
+
+/// Retried batches: each attempt that asked for a rewind (and got it) is
+/// counted under outcome `rewind`, the attempt that ends the batch under
+/// its own outcome, and the retries in `microbatch_retries_total`.
+#[test]
+fn rewinds_are_an_outcome_of_their_own() {
+    let _serial = serial();
+    let snapshotter = snapshotter();
+
+    // Batches of 5 from one thread; every batch's first attempt rewinds,
+    // and the batch holding 12 fails for good at its second.
+    let batcher = Batcher::builder()
+        .thread_name("rewinding")
+        .max_batch_size(5)
+        .shards(1)
+        .lanes(0)
+        .max_delay(Duration::MAX)
+        .retry(Retry::attempts(3).backoff(Duration::ZERO, Duration::ZERO))
+        .build(
+            |batch: &mut Vec<u32>, info: &BatchInfo| -> Result<(), ProcessError> {
+                if info.attempt == 1 {
+                    return Err(Rewind::new("transient").into());
+                }
+                if batch.contains(&12) {
+                    return Err("a deliberate error".into());
+                }
+                batch.clear();
+                Ok(())
+            },
+        )
+        .unwrap();
+    for i in 0..20 {
+        batcher.submit(i).unwrap();
+    }
+    let report = batcher.shutdown();
+    assert_eq!((report.batches(), report.retries), (4, 4), "{report:?}");
+    assert_eq!((report.processed, report.failed), (15, 5));
+
+    let snap = snapshotter.snapshot().into_vec();
+    let count = |outcome: &str| batches_with_outcome(&snap, "rewinding", outcome);
+    assert_eq!(
+        (count("ok"), count("error"), count("panic"), count("rewind")),
+        (3, 1, 0, 4)
+    );
+    assert_eq!(
+        value_of(&snap, "rewinding", "microbatch_retries_total", None),
+        Some(format!("{:?}", DebugValue::Counter(4)))
+    );
 }
