@@ -122,7 +122,9 @@ pub struct BatchInfo {
 /// [`on_discard`](crate::Builder::on_discard) hook (counted as
 /// `discarded`), then the failure to the
 /// [`on_error`](crate::Builder::on_error) hook, and the flusher goes on with
-/// the next batch (the batcher does not retry).
+/// the next batch. With a [`retry`](crate::Builder::retry) policy, a
+/// [`Rewind`] error asks for what the processor left in the batch again
+/// instead.
 ///
 /// Nothing the processor makes can take the flusher down: its panics, its
 /// errors, panic payloads and items are dropped where a panic is caught
