@@ -14,6 +14,7 @@ static GLOBAL: Counting = Counting;
 
 #[test]
 fn steady_state_allocates_nothing() {
+    counting_alloc::mark_thread();
     // Park: a wake-up per batch exercises the whole wake path too.
     for wait in [WaitStrategy::Park, WaitStrategy::default()] {
         let builder = Batcher::builder()
@@ -53,8 +54,15 @@ fn steady_state_allocates_nothing() {
         assert_eq!(
             allocs,
             0,
-            "{wait:?}: {allocs} allocations for {n} items in {} batches",
-            m.batches()
+            "{wait:?}: {allocs} allocations for {n} items in {} batches; the last of {} bytes, \
+             on {} thread",
+            m.batches(),
+            counting_alloc::LAST_SIZE.load(Ordering::SeqCst),
+            if counting_alloc::last_on_marked() {
+                "the test's"
+            } else {
+                "another"
+            }
         );
         batcher.shutdown();
     }
