@@ -16,12 +16,17 @@
 //!
 //! # Modes, decided once per batcher
 //!
-//! - [`Mode::Membarrier`] (Linux, registration accepted): light = compiler
-//!   fence, heavy = the syscall.
-//! - [`Mode::Fence`] (no membarrier: another OS, an old kernel, a sandbox
-//!   that refuses it — EPERM in old Docker profiles, ENOSYS in gVisor — or
-//!   asked for with [`BarrierMode::Fence`](crate::BarrierMode) or
-//!   `MICROBATCH_BARRIER=fence`): light = heavy = `fence(SeqCst)`, one
+//! - [`Mode::Asymmetric`]: light = compiler fence, heavy = the system's
+//!   process-wide barrier. On Linux that is the membarrier above, once the
+//!   process's registration is accepted. On Windows it is
+//!   `FlushProcessWriteBuffers` (kernel32, since Vista; it cannot fail and
+//!   needs no registration), which IPIs every processor of the process's
+//!   affinity and flushes its write queue: the primitive folly's
+//!   `asymmetric_thread_fence_heavy` and .NET's runtime use there.
+//! - [`Mode::Fence`] (no process-wide barrier: another OS, an old kernel, a
+//!   sandbox that refuses membarrier — EPERM in old Docker profiles, ENOSYS
+//!   in gVisor — or asked for with [`BarrierMode::Fence`](crate::BarrierMode)
+//!   or `MICROBATCH_BARRIER=fence`): light = heavy = `fence(SeqCst)`, one
 //!   locked instruction per submit (still no CAS).
 //!
 //! The mode never changes while producers run. A heavy barrier refused
@@ -49,8 +54,9 @@ use std::sync::atomic::AtomicU64;
 /// How a batcher's lanes are fenced (see the module docs).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Mode {
-    /// Light = compiler fence; heavy = `membarrier` (Linux).
-    Membarrier,
+    /// Light = compiler fence; heavy = `membarrier` (Linux) or
+    /// `FlushProcessWriteBuffers` (Windows).
+    Asymmetric,
     /// Light = heavy = `fence(SeqCst)`.
     Fence,
 }
@@ -64,11 +70,11 @@ pub(crate) struct Barrier {
 }
 
 impl Barrier {
-    /// The barrier for a new batcher: `Membarrier` if `want_asymmetric`
+    /// The barrier for a new batcher: `Asymmetric` if `want_asymmetric`
     /// and this process could register for it, else `Fence`.
     pub(crate) fn new(want_asymmetric: bool) -> Self {
         let mode = if want_asymmetric && !env_forces_fence() && sys::register() {
-            Mode::Membarrier
+            Mode::Asymmetric
         } else {
             Mode::Fence
         };
@@ -89,7 +95,7 @@ impl Barrier {
     pub(crate) fn light(&self) {
         #[cfg(not(loom))]
         match self.mode {
-            Mode::Membarrier => std::sync::atomic::compiler_fence(Ordering::SeqCst),
+            Mode::Asymmetric => std::sync::atomic::compiler_fence(Ordering::SeqCst),
             Mode::Fence => std::sync::atomic::fence(Ordering::SeqCst),
         }
         #[cfg(loom)]
@@ -105,7 +111,7 @@ impl Barrier {
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         crate::sync::fence(Ordering::SeqCst);
         #[cfg(not(loom))]
-        if self.mode == Mode::Membarrier && !sys::heavy() {
+        if self.mode == Mode::Asymmetric && !sys::heavy() {
             self.failures
                 .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             return false;
@@ -124,9 +130,9 @@ impl Barrier {
     }
 }
 
-/// `MICROBATCH_BARRIER=fence` opts every batcher of the process out of
-/// membarrier (for sandboxes that kill on an unknown syscall, where even
-/// the probe is fatal).
+/// `MICROBATCH_BARRIER=fence` opts every batcher of the process out of the
+/// process-wide barrier (for sandboxes that kill on an unknown syscall,
+/// where even membarrier's probe is fatal).
 fn env_forces_fence() -> bool {
     #[cfg(not(loom))]
     {
@@ -179,10 +185,33 @@ mod sys {
     }
 }
 
-#[cfg(not(all(target_os = "linux", not(loom))))]
+#[cfg(all(windows, not(loom)))]
 mod sys {
-    // No process-wide barrier is wired up here (Windows'
-    // `FlushProcessWriteBuffers` is not, yet): every batcher uses fences.
+    // Declared here rather than through a bindings crate: one function of
+    // kernel32, which every Rust program on Windows links already.
+    #[link(name = "kernel32")]
+    extern "system" {
+        fn FlushProcessWriteBuffers();
+    }
+
+    /// Nothing to register: the call exists on every supported Windows
+    /// (Vista and later).
+    pub(super) fn register() -> bool {
+        true
+    }
+
+    #[allow(unsafe_code)]
+    pub(super) fn heavy() -> bool {
+        // SAFETY: `FlushProcessWriteBuffers` takes no arguments, touches no
+        // memory of ours, cannot fail and returns nothing (processthreadsapi.h).
+        unsafe { FlushProcessWriteBuffers() };
+        true
+    }
+}
+
+#[cfg(not(any(all(target_os = "linux", not(loom)), all(windows, not(loom)))))]
+mod sys {
+    // No process-wide barrier on this system: every batcher uses fences.
     pub(super) fn register() -> bool {
         false
     }
@@ -193,7 +222,7 @@ mod sys {
     }
 }
 
-#[cfg(all(test, target_os = "linux", not(loom)))]
+#[cfg(all(test, any(target_os = "linux", windows), not(loom)))]
 mod litmus {
     //! The store→load pair on real hardware: A stores `x`, passes a
     //! light barrier, loads `y`; B stores `y`, passes a heavy barrier (or
@@ -238,7 +267,10 @@ mod litmus {
             go.fetch_add(1, Ordering::AcqRel); // 2i + 1: A may go
             y.store(1, Ordering::Relaxed);
             if heavy {
-                assert!(barrier.heavy(), "membarrier refused after registration");
+                assert!(
+                    barrier.heavy(),
+                    "the heavy barrier was refused after registration"
+                );
             } else {
                 std::sync::atomic::compiler_fence(Ordering::SeqCst);
             }
@@ -257,8 +289,8 @@ mod litmus {
     #[test]
     fn heavy_barrier_forbids_store_buffering() {
         let barrier = Arc::new(Barrier::new(true));
-        if barrier.mode() != Mode::Membarrier {
-            eprintln!("litmus: membarrier unavailable here; fence mode is fences on both sides");
+        if barrier.mode() != Mode::Asymmetric {
+            eprintln!("litmus: no process-wide barrier here; fence mode is fences on both sides");
             return;
         }
         let rounds = 50_000;

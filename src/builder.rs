@@ -158,7 +158,8 @@ impl<T: Send + 'static, S: Storage<T> + 'static> Builder<T, S> {
 
     /// How lane submits are ordered against the flusher going to sleep and
     /// against `close`. Default [`BarrierMode::Auto`]: `membarrier` on Linux
-    /// where the process may use it, fences elsewhere. The mode chosen is
+    /// where the process may use it, `FlushProcessWriteBuffers` on Windows,
+    /// fences elsewhere. The mode chosen is
     /// [`Metrics::asymmetric_barrier`](crate::Metrics::asymmetric_barrier).
     pub fn barrier(mut self, mode: BarrierMode) -> Self {
         self.settings.barrier = mode;

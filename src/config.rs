@@ -115,8 +115,9 @@ pub enum BarrierMode {
     /// A lane submit passes a compiler fence only; the flusher, before it
     /// parks, and `close` run a process-wide barrier
     /// (`membarrier(MEMBARRIER_CMD_PRIVATE_EXPEDITED)` on Linux, registered
-    /// once per process at the first `build()`). Where that is not
-    /// available (other systems, old kernels, sandboxes that refuse it) or
+    /// once per process at the first `build()`; `FlushProcessWriteBuffers`
+    /// on Windows). Where that is not available (other systems, old
+    /// kernels, sandboxes that refuse membarrier) or
     /// `MICROBATCH_BARRIER=fence` is set in the environment: [`Fence`].
     /// The default.
     ///

@@ -117,8 +117,10 @@ pub struct Metrics {
     /// [`Producer`](crate::Producer) handles).
     pub lanes_leased: u64,
     /// `true` if lane submits pass a compiler fence only and the flusher
-    /// and `close` use `membarrier` ([`BarrierMode::Auto`](crate::BarrierMode::Auto)
-    /// where available); `false` in fence mode (a `SeqCst` fence per lane
+    /// and `close` use the process-wide barrier (`membarrier` on Linux,
+    /// `FlushProcessWriteBuffers` on Windows;
+    /// [`BarrierMode::Auto`](crate::BarrierMode::Auto) where available);
+    /// `false` in fence mode (a `SeqCst` fence per lane
     /// submit), and with no lanes.
     pub asymmetric_barrier: bool,
     /// Heavy barriers run: one per time the flusher set out to park (a

@@ -301,7 +301,7 @@ impl<T, S: Storage<T>> Shared<T, S> {
         m.lanes = self.lanes as u64;
         m.shards = (self.shards.len() - self.lanes) as u64;
         m.lanes_leased = self.leases.leased();
-        m.asymmetric_barrier = self.barrier.mode() == crate::barrier::Mode::Membarrier;
+        m.asymmetric_barrier = self.barrier.mode() == crate::barrier::Mode::Asymmetric;
         m.heavy_barriers = self.barrier.heavy_calls();
         m.barrier_failures = self.barrier.failures();
         self.stats.fill(&mut m, self.clock.now());
