@@ -13,7 +13,12 @@
 //!   batchers;
 //! - 8 producers on 2 lanes + 1 shard against `lanes(0)` (2 shards);
 //! - submit alone with the flusher parked, against `ArrayQueue::push`;
-//! - sparse traffic: heavy barriers per batch and per wake-up.
+//!   and submit alone on a thread that polls the flusher itself (the slot
+//!   lines never leave its core, as `ArrayQueue`'s here);
+//! - sparse traffic: heavy barriers per batch and per wake-up; then, for
+//!   lanes, lanes in fence mode and `lanes(0)`: the CPU an idle batcher
+//!   uses, the CPU per item at one item per 300 µs, and a lone item's
+//!   dispatch time past `max_delay`.
 //!
 //! `cargo bench -p microbatch-bench --bench lanes -- [rounds]` (default 9);
 //! `cargo test -p microbatch-bench --benches` runs one small round.
@@ -23,6 +28,7 @@ mod common;
 use common::*;
 use crossbeam_queue::ArrayQueue;
 use microbatch::{BarrierMode, BatchInfo, Batcher, WaitStrategy};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 /// ns per submit on one thread into a batcher whose flusher sleeps (no
@@ -57,6 +63,40 @@ fn submit_parked(runs: usize, n: usize, mode: Option<BarrierMode>) -> f64 {
                     batcher.flush().unwrap();
                 }
                 batcher.shutdown();
+                timed.as_nanos() as f64 / done as f64
+            })
+            .collect(),
+    )
+}
+
+/// ns per submit on one thread that also runs the flusher (poll mode):
+/// chunks of 256, one batch each, dispatched by a `poll` between chunks
+/// (untimed) on the same thread, so the slot lines never leave its core,
+/// as `ArrayQueue`'s pops in `array_queue_push`; median of `runs`.
+fn submit_polled(runs: usize, n: usize) -> f64 {
+    median(
+        (0..runs)
+            .map(|_| {
+                let (batcher, mut flusher) = Batcher::builder()
+                    .max_batch_size(256)
+                    .capacity(1024)
+                    .max_delay(Duration::MAX)
+                    .build_with_flusher(|batch: &mut Vec<u64>, _: &BatchInfo| batch.clear())
+                    .unwrap();
+                let mut timed = Duration::ZERO;
+                let mut done = 0u64;
+                while done < n as u64 {
+                    let start = Instant::now();
+                    for i in 0..256 {
+                        batcher.submit(std::hint::black_box(done + i)).unwrap();
+                    }
+                    timed += start.elapsed();
+                    done += 256;
+                    let polled = flusher.poll();
+                    assert_eq!(polled.items, 256, "one poll dispatches the chunk");
+                }
+                batcher.close();
+                while flusher.poll().state != microbatch::PollState::Closed {}
                 timed.as_nanos() as f64 / done as f64
             })
             .collect(),
@@ -105,6 +145,84 @@ fn sparse(items: u64, gap: Duration) -> (f64, f64, bool) {
     )
 }
 
+/// CPU time (user + system) this process has used so far.
+fn cpu_time() -> Duration {
+    // SAFETY: `getrusage` fills the struct it is given and reads nothing
+    // else; a zeroed `rusage` (integers and `timeval`s) is a valid value.
+    let (rc, u) = unsafe {
+        let mut u: libc::rusage = std::mem::zeroed();
+        (libc::getrusage(libc::RUSAGE_SELF, &mut u), u)
+    };
+    assert_eq!(rc, 0, "getrusage failed");
+    let tv = |t: libc::timeval| Duration::new(t.tv_sec as u64, t.tv_usec as u32 * 1000);
+    tv(u.ru_utime) + tv(u.ru_stime)
+}
+
+/// The three modes the sparse rows compare: lanes with the process-wide
+/// barrier (the default), lanes in fence mode, `lanes(0)` (CAS shards,
+/// the engine before lanes).
+const SPARSE_MODES: [&str; 3] = ["lanes", "lanes-fence", "lanes(0)"];
+
+/// The sparse rows' `max_delay` (the default).
+const SPARSE_MAX_DELAY: Duration = Duration::from_millis(1);
+
+fn sparse_builder(mode: usize) -> microbatch::Builder<u64> {
+    let b = Batcher::builder().max_delay(SPARSE_MAX_DELAY);
+    match mode {
+        0 => b,
+        1 => b.barrier(BarrierMode::Fence),
+        _ => b.lanes(0),
+    }
+}
+
+/// Sparse traffic, `max_delay` 1 ms (the default): CPU the process uses per
+/// second while the batcher sits idle, and per item at one item per
+/// `gap`; then the lone item's dispatch time past `max_delay`, the
+/// flusher parked for 30 ms before each submit (median of `lone`).
+/// Returns (idle CPU in % of one CPU, CPU µs per sparse item, µs past
+/// `max_delay`).
+fn sparse_cost(mode: usize, idle: Duration, items: u64, gap: Duration, lone: usize) -> [f64; 3] {
+    let seen = Arc::new(Mutex::new(None::<Instant>));
+    let s = Arc::clone(&seen);
+    let batcher = sparse_builder(mode)
+        .build(move |batch: &mut Vec<u64>, _: &BatchInfo| {
+            *s.lock().unwrap() = Some(Instant::now());
+            batch.clear();
+        })
+        .unwrap();
+    // The flusher has started and handled an item; then it goes idle.
+    batcher.submit(0).unwrap();
+    batcher.flush().unwrap();
+    std::thread::sleep(Duration::from_millis(20));
+    let c0 = cpu_time();
+    std::thread::sleep(idle);
+    let idle_cpu = (cpu_time() - c0).as_secs_f64() / idle.as_secs_f64() * 100.0;
+    let c0 = cpu_time();
+    for i in 0..items {
+        batcher.submit(i).unwrap();
+        std::thread::sleep(gap);
+    }
+    let per_item = (cpu_time() - c0).as_secs_f64() * 1e6 / items as f64;
+    let max_delay = SPARSE_MAX_DELAY;
+    let mut past = Vec::new();
+    for i in 0..lone {
+        batcher.flush().unwrap();
+        std::thread::sleep(Duration::from_millis(30));
+        *seen.lock().unwrap() = None;
+        let at = Instant::now();
+        batcher.submit(i as u64).unwrap();
+        let done = loop {
+            if let Some(t) = *seen.lock().unwrap() {
+                break t;
+            }
+            std::thread::yield_now();
+        };
+        past.push((done - at).as_secs_f64() * 1e6 - max_delay.as_secs_f64() * 1e6);
+    }
+    batcher.shutdown();
+    [idle_cpu, per_item, median(past)]
+}
+
 fn main() {
     let full = std::env::args().any(|a| a == "--bench");
     let rounds = if full {
@@ -122,7 +240,7 @@ fn main() {
     // Per round: [case][lanes, lanes-fence, shards, floor, std, crossbeam]
     let mut table: Vec<Vec<[f64; 6]>> = vec![Vec::new(); 4];
     let mut many: Vec<[f64; 2]> = Vec::new();
-    let mut alone: Vec<[f64; 4]> = Vec::new();
+    let mut alone: Vec<[f64; 5]> = Vec::new();
     println!("lanes probe: ns/item, median of {runs} runs per cell, {rounds} rounds");
     for r in 0..rounds {
         for (case, &(producers, wide)) in [(1, false), (2, false), (1, true), (2, true)]
@@ -190,10 +308,11 @@ fn main() {
             submit_parked(runs, n, Some(BarrierMode::Fence)),
             submit_parked(runs, n, None),
             array_queue_push(runs, n),
+            submit_polled(runs, n),
         ];
         println!(
-            "round {r} submit alone, flusher parked: lane {:.2} lane-fence {:.2} shard {:.2} ArrayQueue::push {:.2}",
-            a[0], a[1], a[2], a[3]
+            "round {r} submit alone, flusher parked: lane {:.2} lane-fence {:.2} shard {:.2} ArrayQueue::push {:.2} | lane, polled on the same thread {:.2}",
+            a[0], a[1], a[2], a[3], a[4]
         );
         alone.push(a);
     }
@@ -224,6 +343,10 @@ fn main() {
         ratio(alone.iter().map(|x| x[1] / x[3]).collect()),
         ratio(alone.iter().map(|x| x[2] / x[3]).collect()),
     );
+    println!(
+        "  submit alone, the slot lines on the submitting core (poll mode, both take on the same thread): lane/ArrayQueue::push {}",
+        ratio(alone.iter().map(|x| x[4] / x[3]).collect()),
+    );
     let (items, gap) = if full {
         (2000, Duration::from_micros(300))
     } else {
@@ -233,4 +356,30 @@ fn main() {
     println!(
         "  sparse ({items} items, one per {gap:?}): heavy barriers per batch {per_batch:.2}, per flusher wake-up {per_wake:.2} (membarrier mode: {asym})"
     );
+    let (idle, sparse_items, lone, reps) = if full {
+        (Duration::from_secs(1), 2000, 15, 3)
+    } else {
+        (Duration::from_millis(50), 20, 2, 1)
+    };
+    let mut cost: Vec<Vec<[f64; 3]>> = vec![Vec::new(); 3];
+    for _ in 0..reps {
+        for (mode, c) in cost.iter_mut().enumerate() {
+            c.push(sparse_cost(mode, idle, sparse_items, gap, lone));
+        }
+    }
+    for (mode, c) in cost.iter().enumerate() {
+        let col = |k: usize| {
+            c.iter()
+                .map(|x| format!("{:.2}", x[k]))
+                .collect::<Vec<_>>()
+                .join(" / ")
+        };
+        println!(
+            "  sparse, {}: idle CPU {}% of a CPU | CPU per item at one per {gap:?} {} µs | lone item dispatched max_delay + {} µs (median of {lone}; per repetition)",
+            SPARSE_MODES[mode],
+            col(0),
+            col(1),
+            col(2),
+        );
+    }
 }
