@@ -12,15 +12,23 @@ use std::time::{Duration, Instant};
 /// A processor that panics on every batch while producers are blocked on
 /// full shards: the producers keep progressing, every panic is counted, the
 /// batcher still shuts down cleanly.
+///
+/// The first batch waits at a gate until all three producers have blocked,
+/// so they are blocked when the panics start whatever the scheduler does
+/// (a slow processor alone left that to chance on a loaded machine).
 #[test]
 fn panicking_processor_with_blocked_producers() {
+    let gate = Gate::default();
+    let held = gate.clone();
     let batcher = Arc::new(
         Batcher::builder()
             .max_batch_size(4)
             .capacity(4)
             .shards(1)
-            .build(|batch: &mut Vec<u64>, _: &BatchInfo| {
-                // Slow enough that producers outlast their spin and park.
+            .build(move |batch: &mut Vec<u64>, _: &BatchInfo| {
+                held.wait();
+                // Slow enough that producers outlast their spin and park
+                // again, now and then.
                 let until = Instant::now() + Duration::from_micros(300);
                 while Instant::now() < until {
                     std::hint::spin_loop();
@@ -41,6 +49,16 @@ fn panicking_processor_with_blocked_producers() {
             })
         })
         .collect();
+    let t = Instant::now();
+    while batcher.metrics().producer_waits < 3 {
+        assert!(
+            t.elapsed() < BOUND,
+            "producers never all blocked: {} waits",
+            batcher.metrics().producer_waits
+        );
+        std::thread::yield_now();
+    }
+    gate.open();
     bounded("producers against a panicking processor", move || {
         for h in handles {
             h.join().unwrap();
@@ -50,7 +68,7 @@ fn panicking_processor_with_blocked_producers() {
     // Every batch failed: its items are counted as failed, not processed,
     // and (left in the batch) discarded.
     assert_eq!((m.processed, m.failed, m.discarded), (0, 6_000, 6_000));
-    assert!(m.producer_waits > 0, "the shard was full at times: {m:?}");
+    assert!(m.producer_waits >= 3, "the producers blocked: {m:?}");
     assert_eq!(m.processor_panics, m.batches());
 }
 
@@ -185,26 +203,34 @@ fn close_releases_blocked_producers() {
 
 /// Drop with full shards and blocked producers: everything accepted is
 /// processed, the blocked producers get their items back.
+///
+/// The processor holds every batch at a gate until the test has seen the
+/// three producers block and has closed the batcher, so the queues are full
+/// and the producers blocked when `close` and the drop come, whatever the
+/// scheduler does. (With a processor that was merely slow, a loaded machine
+/// could keep producers from ever blocking: a producer that yields sixteen
+/// times before it blocks found room again each time, and the test timed
+/// out waiting for a wait.)
 #[test]
 fn drop_with_full_shards_and_blocked_producers() {
+    const PRODUCERS: u64 = 3;
     let processed = Arc::new(AtomicU64::new(0));
     let p = Arc::clone(&processed);
+    let gate = Gate::default();
+    let held = gate.clone();
     let batcher = Arc::new(
         Batcher::builder()
             .max_batch_size(8)
             .capacity(8)
             .shards(1)
             .build(move |batch: &mut Vec<u64>, _: &BatchInfo| {
-                let until = Instant::now() + Duration::from_micros(100);
-                while Instant::now() < until {
-                    std::hint::spin_loop();
-                }
+                held.wait();
                 p.fetch_add(batch.len() as u64, Ordering::Relaxed);
             })
             .unwrap(),
     );
     let closer = batcher.closer();
-    let handles: Vec<_> = (0..3)
+    let handles: Vec<_> = (0..PRODUCERS)
         .map(|_| {
             let b = Arc::clone(&batcher);
             std::thread::spawn(move || {
@@ -212,24 +238,36 @@ fn drop_with_full_shards_and_blocked_producers() {
                 for i in 0..100_000u64 {
                     match b.submit(i) {
                         Ok(()) => ok += 1,
-                        Err(SubmitError::Closed(_)) => break,
+                        Err(SubmitError::Closed(_)) => return (ok, true),
                         Err(e) => panic!("{e}"),
                     }
                 }
-                ok
+                (ok, false)
             })
         })
         .collect();
+    // The flusher holds its first batch at the gate: nothing frees room,
+    // so every producer fills its queue and blocks.
     let t = Instant::now();
-    while batcher.metrics().producer_waits == 0 {
-        assert!(t.elapsed() < BOUND, "producers never blocked");
+    while batcher.metrics().producer_waits < PRODUCERS {
+        assert!(
+            t.elapsed() < BOUND,
+            "producers never all blocked: {} waits",
+            batcher.metrics().producer_waits
+        );
         std::thread::yield_now();
     }
     closer.close();
+    gate.open();
     drop(batcher); // maybe not the last handle; the last one drains
-    let ok: u64 = bounded("producers after drop", move || {
-        handles.into_iter().map(|h| h.join().unwrap()).sum()
+    let ends: Vec<(u64, bool)> = bounded("producers after drop", move || {
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
     });
+    assert!(
+        ends.iter().all(|&(_, refused)| refused),
+        "every blocked producer got its item back as Closed: {ends:?}"
+    );
+    let ok: u64 = ends.iter().map(|&(ok, _)| ok).sum();
     assert_eq!(processed.load(Ordering::Relaxed), ok);
 }
 
