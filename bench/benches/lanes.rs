@@ -13,8 +13,9 @@
 //!   batchers;
 //! - 8 producers on 2 lanes + 1 shard against `lanes(0)` (2 shards);
 //! - submit alone with the flusher parked, against `ArrayQueue::push`;
-//!   and submit alone on a thread that polls the flusher itself (the slot
-//!   lines never leave its core, as `ArrayQueue`'s here);
+//!   the same through a `Producer` handle; and submit alone on a thread
+//!   that polls the flusher itself (the slot lines never leave its core,
+//!   as `ArrayQueue`'s here);
 //! - sparse traffic: heavy barriers per batch and per wake-up; then, for
 //!   lanes, lanes in fence mode and `lanes(0)`: the CPU an idle batcher
 //!   uses, the CPU per item at one item per 300 µs, and a lone item's
@@ -36,6 +37,12 @@ use std::time::{Duration, Instant};
 /// the criterion `submit` bench, a `flush` between chunks (untimed)
 /// empties the queue, so every slot is warm; median of `runs`.
 fn submit_parked(runs: usize, n: usize, mode: Option<BarrierMode>) -> f64 {
+    submit_parked_with(runs, n, mode, false)
+}
+
+/// [`submit_parked`] through a `Producer` handle (no thread-local lookup
+/// per submit) if `handle`.
+fn submit_parked_with(runs: usize, n: usize, mode: Option<BarrierMode>, handle: bool) -> f64 {
     median(
         (0..runs)
             .map(|_| {
@@ -51,17 +58,28 @@ fn submit_parked(runs: usize, n: usize, mode: Option<BarrierMode>) -> f64 {
                 let batcher = b
                     .build(|batch: &mut Vec<u64>, _: &BatchInfo| batch.clear())
                     .unwrap();
+                let mut producer = handle.then(|| batcher.producer());
                 let mut timed = Duration::ZERO;
                 let mut done = 0u64;
                 while done < n as u64 {
                     let start = Instant::now();
-                    for i in 0..256 {
-                        batcher.submit(std::hint::black_box(done + i)).unwrap();
+                    match producer.as_mut() {
+                        Some(p) => {
+                            for i in 0..256 {
+                                p.submit(std::hint::black_box(done + i)).unwrap();
+                            }
+                        }
+                        None => {
+                            for i in 0..256 {
+                                batcher.submit(std::hint::black_box(done + i)).unwrap();
+                            }
+                        }
                     }
                     timed += start.elapsed();
                     done += 256;
                     batcher.flush().unwrap();
                 }
+                drop(producer);
                 batcher.shutdown();
                 timed.as_nanos() as f64 / done as f64
             })
@@ -225,7 +243,24 @@ fn sparse_cost(mode: usize, idle: Duration, items: u64, gap: Duration, lone: usi
     [idle_cpu, per_item, median(past)]
 }
 
+/// (steal, all) clock ticks of the whole machine so far (`/proc/stat`'s
+/// first line; `None` where there is no such file): how much CPU time the
+/// host took from this VM while the probe ran.
+fn host_ticks() -> Option<(u64, u64)> {
+    let stat = std::fs::read_to_string("/proc/stat").ok()?;
+    let fields: Vec<u64> = stat
+        .lines()
+        .next()?
+        .split_whitespace()
+        .skip(1)
+        .filter_map(|f| f.parse().ok())
+        .collect();
+    // user nice system idle iowait irq softirq steal ...
+    Some((*fields.get(7)?, fields.iter().take(8).sum()))
+}
+
 fn main() {
+    let ticks_at_start = host_ticks();
     let full = std::env::args().any(|a| a == "--bench");
     let rounds = if full {
         std::env::args()
@@ -242,7 +277,7 @@ fn main() {
     // Per round: [case][lanes, lanes-fence, shards, floor, std, crossbeam]
     let mut table: Vec<Vec<[f64; 6]>> = vec![Vec::new(); 4];
     let mut many: Vec<[f64; 2]> = Vec::new();
-    let mut alone: Vec<[f64; 5]> = Vec::new();
+    let mut alone: Vec<[f64; 6]> = Vec::new();
     println!("lanes probe: ns/item, median of {runs} runs per cell, {rounds} rounds");
     for r in 0..rounds {
         for (case, &(producers, wide)) in [(1, false), (2, false), (1, true), (2, true)]
@@ -311,10 +346,11 @@ fn main() {
             submit_parked(runs, n, None),
             array_queue_push(runs, n),
             submit_polled(runs, n),
+            submit_parked_with(runs, n, Some(BarrierMode::Auto), true),
         ];
         println!(
-            "round {r} submit alone, flusher parked: lane {:.2} lane-fence {:.2} shard {:.2} ArrayQueue::push {:.2} | lane, polled on the same thread {:.2}",
-            a[0], a[1], a[2], a[3], a[4]
+            "round {r} submit alone, flusher parked: lane {:.2} lane-fence {:.2} shard {:.2} ArrayQueue::push {:.2} | lane, polled on the same thread {:.2} | lane, Producer handle {:.2}",
+            a[0], a[1], a[2], a[3], a[4], a[5]
         );
         alone.push(a);
     }
@@ -349,6 +385,10 @@ fn main() {
         "  submit alone, the slot lines on the submitting core (poll mode, both take on the same thread): lane/ArrayQueue::push {}",
         ratio(alone.iter().map(|x| x[4] / x[3]).collect()),
     );
+    println!(
+        "  submit alone, flusher parked, through a Producer handle: lane/ArrayQueue::push {}",
+        ratio(alone.iter().map(|x| x[5] / x[3]).collect()),
+    );
     let (items, gap) = if full {
         (2000, Duration::from_micros(300))
     } else {
@@ -382,6 +422,12 @@ fn main() {
             col(0),
             col(1),
             col(2),
+        );
+    }
+    if let (Some((s0, a0)), Some((s1, a1))) = (ticks_at_start, host_ticks()) {
+        println!(
+            "  steal: the host took {:.1}% of this machine's CPU time during the probe",
+            (s1 - s0) as f64 * 100.0 / (a1 - a0).max(1) as f64
         );
     }
 }
