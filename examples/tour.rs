@@ -124,7 +124,7 @@ fn throughput(run_for: Duration) -> bool {
         "  queues: {} lanes (single-writer, {}) + {} shard(s); {} process-wide barriers in all",
         m.lanes,
         if m.asymmetric_barrier {
-            "membarrier: no fence per submit"
+            "process-wide barrier: no fence per submit"
         } else {
             "fence mode: one SeqCst fence per submit"
         },

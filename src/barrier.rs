@@ -20,9 +20,13 @@
 //!   process-wide barrier. On Linux that is the membarrier above, once the
 //!   process's registration is accepted. On Windows it is
 //!   `FlushProcessWriteBuffers` (kernel32, since Vista; it cannot fail and
-//!   needs no registration), which IPIs every processor of the process's
-//!   affinity and flushes its write queue: the primitive folly's
-//!   `asymmetric_thread_fence_heavy` and .NET's runtime use there.
+//!   needs no registration): an IPI to every processor of the process's
+//!   affinity that flushes its write queue, returning once all have
+//!   acknowledged, documented to make each processor's writes visible to
+//!   the others (the .NET runtime's process-wide barrier). That contract
+//!   speaks of writes only, so the caller adds a `SeqCst` fence after it,
+//!   to keep its own later loads after the flush on weakly ordered CPUs
+//!   (ARM64); membarrier documents that ordering itself.
 //! - [`Mode::Fence`] (no process-wide barrier: another OS, an old kernel, a
 //!   sandbox that refuses membarrier — EPERM in old Docker profiles, ENOSYS
 //!   in gVisor — or asked for with [`BarrierMode::Fence`](crate::BarrierMode)
@@ -205,6 +209,10 @@ mod sys {
         // SAFETY: `FlushProcessWriteBuffers` takes no arguments, touches no
         // memory of ours, cannot fail and returns nothing (processthreadsapi.h).
         unsafe { FlushProcessWriteBuffers() };
+        // The call's contract is about other processors' writes; this keeps
+        // the caller's loads of the lane words after it (see the module
+        // docs).
+        std::sync::atomic::fence(std::sync::atomic::Ordering::SeqCst);
         true
     }
 }

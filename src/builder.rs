@@ -35,7 +35,7 @@ type Prepared<T, S> = (Arc<Shared<T, S>>, FlusherCore<T, S>, MetricsLabel);
 /// | `lanes` | available parallelism (single-writer, leased per thread) |
 /// | `shards` | available parallelism (for threads beyond the lanes) |
 /// | `capacity` (per lane and per shard) | 2 × `max_batch_size` |
-/// | `barrier` | [`BarrierMode::Auto`] (membarrier where available) |
+/// | `barrier` | [`BarrierMode::Auto`] (a process-wide barrier where available) |
 /// | `backpressure` | [`Backpressure::Block`] |
 /// | `wait_strategy` | [`WaitStrategy::SpinThenPark`] with a 50 µs spin |
 /// | `thread_name` | `"microbatch-flusher"` |

@@ -151,7 +151,7 @@ fn next_batcher_id() -> u64 {
 
 impl<T, S: Storage<T>> Shared<T, S> {
     /// A batcher over `storages`, the first `lanes` of them lanes; with
-    /// lanes, `asymmetric` asks for the membarrier mode (`barrier`);
+    /// lanes, `asymmetric` asks for the process-wide barrier (`barrier`);
     /// `heavy` refuses items heavier than its limit at submit.
     pub(crate) fn new(
         storages: Vec<S>,
