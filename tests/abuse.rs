@@ -13,8 +13,9 @@ use std::time::{Duration, Instant};
 /// full shards: the producers keep progressing, every panic is counted, the
 /// batcher still shuts down cleanly.
 ///
-/// The first batch waits at a gate until all three producers have blocked,
-/// so they are blocked when the panics start whatever the scheduler does
+/// The first batch waits at a gate until the producers have blocked three
+/// times (`producer_waits` counts each time a producer blocks), so
+/// producers are blocked when the panics start whatever the scheduler does
 /// (a slow processor alone left that to chance on a loaded machine).
 #[test]
 fn panicking_processor_with_blocked_producers() {
@@ -68,7 +69,6 @@ fn panicking_processor_with_blocked_producers() {
     // Every batch failed: its items are counted as failed, not processed,
     // and (left in the batch) discarded.
     assert_eq!((m.processed, m.failed, m.discarded), (0, 6_000, 6_000));
-    assert!(m.producer_waits >= 3, "the producers blocked: {m:?}");
     assert_eq!(m.processor_panics, m.batches());
 }
 
@@ -204,13 +204,14 @@ fn close_releases_blocked_producers() {
 /// Drop with full shards and blocked producers: everything accepted is
 /// processed, the blocked producers get their items back.
 ///
-/// The processor holds every batch at a gate until the test has seen the
-/// three producers block and has closed the batcher, so the queues are full
-/// and the producers blocked when `close` and the drop come, whatever the
-/// scheduler does. (With a processor that was merely slow, a loaded machine
-/// could keep producers from ever blocking: a producer that yields sixteen
-/// times before it blocks found room again each time, and the test timed
-/// out waiting for a wait.)
+/// The processor holds every batch at a gate until the producers have
+/// blocked three times (`producer_waits` counts each time a producer
+/// blocks) and the producers have returned after `close`, so the queues
+/// are full and producers blocked when `close` and the drop come, and only
+/// `close` can release them, whatever the scheduler does. (With a processor
+/// that was merely slow, a loaded machine could keep producers from ever
+/// blocking: a producer that yields sixteen times before it blocks found
+/// room again each time, and the test timed out waiting for a wait.)
 #[test]
 fn drop_with_full_shards_and_blocked_producers() {
     const PRODUCERS: u64 = 3;
@@ -247,7 +248,7 @@ fn drop_with_full_shards_and_blocked_producers() {
         })
         .collect();
     // The flusher holds its first batch at the gate: nothing frees room,
-    // so every producer fills its queue and blocks.
+    // so the producers fill their queues and block.
     let t = Instant::now();
     while batcher.metrics().producer_waits < PRODUCERS {
         assert!(
@@ -257,17 +258,26 @@ fn drop_with_full_shards_and_blocked_producers() {
         );
         std::thread::yield_now();
     }
+    let last = Arc::clone(&batcher);
     closer.close();
-    gate.open();
-    drop(batcher); // maybe not the last handle; the last one drains
-    let ends: Vec<(u64, bool)> = bounded("producers after drop", move || {
+    // Nothing can be accepted from here on: the count is final.
+    let accepted = batcher.metrics().submitted;
+    // Not the last handle: the producers and `last` hold it.
+    drop(batcher);
+    // The flusher is still held at the gate, so only `close` can release
+    // the blocked producers.
+    let ends: Vec<(u64, bool)> = bounded("blocked producers after close", move || {
         handles.into_iter().map(|h| h.join().unwrap()).collect()
     });
     assert!(
         ends.iter().all(|&(_, refused)| refused),
-        "every blocked producer got its item back as Closed: {ends:?}"
+        "every producer got an item back as Closed: {ends:?}"
     );
     let ok: u64 = ends.iter().map(|&(ok, _)| ok).sum();
+    assert_eq!(ok, accepted, "every accepted submit was counted");
+    gate.open();
+    // The last handle's drop drains what was accepted.
+    bounded("the last drop", move || drop(last));
     assert_eq!(processed.load(Ordering::Relaxed), ok);
 }
 
