@@ -5,8 +5,8 @@
 //!
 //! Rows (ns/item end to end, u64 and 64-byte items, batch 512, capacity
 //! 1024 per queue):
-//! - `lanes`: the default batcher (a lane per core, membarrier where the
-//!   process may use it); `lanes-fence`: the same in fence mode; `shards`:
+//! - `lanes`: the default batcher (a lane per core, the process-wide
+//!   barrier where the process may use it); `lanes-fence`: the same in fence mode; `shards`:
 //!   `lanes(0)`, one CAS per submit (the engine before lanes);
 //! - `floor`: one `rtrb` ring per producer, the consumer taking whole
 //!   batches (`common::rtrb_floor`); `std`, `crossbeam`: the channel
@@ -114,7 +114,13 @@ fn submit_polled(runs: usize, n: usize) -> f64 {
                     assert_eq!(polled.items, 256, "one poll dispatches the chunk");
                 }
                 batcher.close();
-                while flusher.poll().state != microbatch::PollState::Closed {}
+                let t = Instant::now();
+                while flusher.poll().state != microbatch::PollState::Closed {
+                    assert!(
+                        t.elapsed() < Duration::from_secs(10),
+                        "the drain did not end"
+                    );
+                }
                 timed.as_nanos() as f64 / done as f64
             })
             .collect(),
@@ -144,10 +150,10 @@ fn array_queue_push(runs: usize, n: usize) -> f64 {
     )
 }
 
-/// One item every `gap`, `items` times: heavy barriers per batch, the
-/// wake-ups producers made (`flusher_wakeups` counts only those: a flusher
-/// that parked until its time trigger wakes by itself), and the metrics'
-/// verdict on the mode.
+/// One item every `gap`, `items` times (`max_delay` 100 µs): heavy
+/// barriers per batch, the unparks by producers, `flush` and `close`
+/// (`flusher_wakeups` counts only those: a flusher that parked until its
+/// time trigger wakes by itself), and the metrics' verdict on the mode.
 fn sparse(items: u64, gap: Duration) -> (f64, u64, bool) {
     let batcher = Batcher::builder()
         .max_delay(Duration::from_micros(100))
@@ -165,7 +171,15 @@ fn sparse(items: u64, gap: Duration) -> (f64, u64, bool) {
     )
 }
 
+/// CPU time (user + system) this process has used so far; zero where
+/// there is no `getrusage` (the CPU rows then read 0).
+#[cfg(not(unix))]
+fn cpu_time() -> Duration {
+    Duration::ZERO
+}
+
 /// CPU time (user + system) this process has used so far.
+#[cfg(unix)]
 fn cpu_time() -> Duration {
     // SAFETY: `getrusage` fills the struct it is given and reads nothing
     // else; a zeroed `rusage` (integers and `timeval`s) is a valid value.
@@ -235,6 +249,10 @@ fn sparse_cost(mode: usize, idle: Duration, items: u64, gap: Duration, lone: usi
             if let Some(t) = *seen.lock().unwrap() {
                 break t;
             }
+            assert!(
+                at.elapsed() < Duration::from_secs(10),
+                "the lone item was never processed"
+            );
             std::thread::yield_now();
         };
         past.push((done - at).as_secs_f64() * 1e6 - max_delay.as_secs_f64() * 1e6);
@@ -243,10 +261,11 @@ fn sparse_cost(mode: usize, idle: Duration, items: u64, gap: Duration, lone: usi
     [idle_cpu, per_item, median(past)]
 }
 
-/// (steal, all) clock ticks of the whole machine so far (`/proc/stat`'s
-/// first line; `None` where there is no such file): how much CPU time the
-/// host took from this VM while the probe ran.
-fn host_ticks() -> Option<(u64, u64)> {
+/// (steal, busy, all) clock ticks of the whole machine so far
+/// (`/proc/stat`'s first line; busy: all but idle and iowait; `None` where
+/// there is no such file): how much CPU time the host took from this VM
+/// while the probe ran.
+fn host_ticks() -> Option<(u64, u64, u64)> {
     let stat = std::fs::read_to_string("/proc/stat").ok()?;
     let fields: Vec<u64> = stat
         .lines()
@@ -256,7 +275,9 @@ fn host_ticks() -> Option<(u64, u64)> {
         .filter_map(|f| f.parse().ok())
         .collect();
     // user nice system idle iowait irq softirq steal ...
-    Some((*fields.get(7)?, fields.iter().take(8).sum()))
+    let all: u64 = fields.iter().take(8).sum();
+    let busy = all - fields.get(3)? - fields.get(4)?;
+    Some((*fields.get(7)?, busy, all))
 }
 
 fn main() {
@@ -396,7 +417,7 @@ fn main() {
     };
     let (per_batch, wakeups, asym) = sparse(items, gap);
     println!(
-        "  sparse ({items} items, one per {gap:?}): heavy barriers per batch {per_batch:.2}, flusher woken by a producer {wakeups} times (membarrier mode: {asym})"
+        "  sparse ({items} items, one per {gap:?}): heavy barriers per batch {per_batch:.2}, flusher woken by a producer, flush or close {wakeups} times (asymmetric barrier: {asym})"
     );
     let (idle, sparse_items, lone, reps) = if full {
         (Duration::from_secs(1), 2000, 15, 3)
@@ -424,10 +445,11 @@ fn main() {
             col(2),
         );
     }
-    if let (Some((s0, a0)), Some((s1, a1))) = (ticks_at_start, host_ticks()) {
+    if let (Some((s0, b0, a0)), Some((s1, b1, a1))) = (ticks_at_start, host_ticks()) {
         println!(
-            "  steal: the host took {:.1}% of this machine's CPU time during the probe",
-            (s1 - s0) as f64 * 100.0 / (a1 - a0).max(1) as f64
+            "  steal: the host took {:.1}% of this machine's CPU time during the probe ({:.1}% of its busy time)",
+            (s1 - s0) as f64 * 100.0 / (a1 - a0).max(1) as f64,
+            (s1 - s0) as f64 * 100.0 / (b1 - b0).max(1) as f64
         );
     }
 }
