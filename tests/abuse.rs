@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::{bounded, channel_processor, recv_items, DropCounted, Gate, BOUND};
+use common::{bounded, channel_processor, recv_items, wait_for_blocked, DropCounted, Gate};
 use microbatch::{Backpressure, BatchInfo, Batcher, SubmitError, Trigger, WaitStrategy};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -50,15 +50,7 @@ fn panicking_processor_with_blocked_producers() {
             })
         })
         .collect();
-    let t = Instant::now();
-    while batcher.metrics().producer_waits < 3 {
-        assert!(
-            t.elapsed() < BOUND,
-            "producers never all blocked: {} waits",
-            batcher.metrics().producer_waits
-        );
-        std::thread::yield_now();
-    }
+    wait_for_blocked(&batcher, 3);
     gate.open();
     bounded("producers against a panicking processor", move || {
         for h in handles {
@@ -178,11 +170,7 @@ fn close_releases_blocked_producers() {
             })
         })
         .collect();
-    let t = Instant::now();
-    while batcher.metrics().producer_waits < 3 {
-        assert!(t.elapsed() < BOUND, "producers never blocked");
-        std::thread::yield_now();
-    }
+    wait_for_blocked(&batcher, 3);
     let closed_at = Instant::now();
     batcher.close();
     let backs = bounded("blocked producers after close", move || {
@@ -249,15 +237,7 @@ fn drop_with_full_shards_and_blocked_producers() {
         .collect();
     // The flusher holds its first batch at the gate: nothing frees room,
     // so the producers fill their queues and block.
-    let t = Instant::now();
-    while batcher.metrics().producer_waits < PRODUCERS {
-        assert!(
-            t.elapsed() < BOUND,
-            "producers never all blocked: {} waits",
-            batcher.metrics().producer_waits
-        );
-        std::thread::yield_now();
-    }
+    wait_for_blocked(&batcher, PRODUCERS);
     let last = Arc::clone(&batcher);
     closer.close();
     // Nothing can be accepted from here on: the count is final.

@@ -3,7 +3,9 @@
 
 mod common;
 
-use common::{bounded, channel_processor, recv, recv_items, DropCounted, Gate, BOUND};
+use common::{
+    bounded, channel_processor, recv, recv_items, wait_for_blocked, DropCounted, Gate, BOUND,
+};
 use microbatch::{
     Backpressure, BatchInfo, Batcher, FlushError, SubmitError, Trigger, TrySubmitError,
     WaitStrategy,
@@ -306,11 +308,7 @@ fn blocked_producer_resumes_when_room_appears() {
         d.store(true, Ordering::SeqCst);
     });
     // The processor holds the first batch, so the producer must block.
-    let t = Instant::now();
-    while batcher.metrics().producer_waits == 0 {
-        assert!(t.elapsed() < BOUND, "producer never blocked");
-        std::thread::yield_now();
-    }
+    wait_for_blocked(&batcher, 1);
     assert!(!done.load(Ordering::SeqCst));
     gate.open();
     bounded("blocked producer", move || producer.join().unwrap());

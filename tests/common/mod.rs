@@ -76,6 +76,27 @@ pub fn recv_items<T>(
     out
 }
 
+/// Waits until producers of `batcher` have blocked `times` times in all
+/// (`Metrics::producer_waits` counts each time a producer blocks on a full
+/// queue), failing after [`BOUND`].
+pub fn wait_for_blocked<T, S: microbatch::Storage<T>>(
+    batcher: &microbatch::Batcher<T, S>,
+    times: u64,
+) {
+    let t = std::time::Instant::now();
+    loop {
+        let waits = batcher.metrics().producer_waits;
+        if waits >= times {
+            return;
+        }
+        assert!(
+            t.elapsed() < BOUND,
+            "producers blocked {waits} times within {BOUND:?}, not {times}"
+        );
+        std::thread::yield_now();
+    }
+}
+
 /// A gate a processor can wait on, opened by the test (no sleeps).
 #[derive(Clone, Default)]
 pub struct Gate(Arc<(std::sync::Mutex<bool>, std::sync::Condvar)>);
