@@ -6,8 +6,9 @@
 //! Rows (ns/item end to end, u64 and 64-byte items, batch 512, capacity
 //! 1024 per queue):
 //! - `lanes`: the default batcher (a lane per core, the process-wide
-//!   barrier where the process may use it); `lanes-fence`: the same in fence mode; `shards`:
-//!   `lanes(0)`, one CAS per submit (the engine before lanes);
+//!   barrier where the process may use it); `lanes-fence`: the same in
+//!   fence mode; `shards`: `lanes(0)`, one CAS per submit (the engine
+//!   before lanes);
 //! - `floor`: one `rtrb` ring per producer, the consumer taking whole
 //!   batches (`common::rtrb_floor`); `std`, `crossbeam`: the channel
 //!   batchers;
@@ -32,17 +33,30 @@ use microbatch::{BarrierMode, BatchInfo, Batcher, WaitStrategy};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+/// ns per item of `item`, called with `n` numbers (rounded up to whole
+/// chunks) in timed chunks of 256, with `between` run untimed after each
+/// chunk.
+fn chunked(n: usize, mut item: impl FnMut(u64), mut between: impl FnMut()) -> f64 {
+    let mut timed = Duration::ZERO;
+    let mut done = 0u64;
+    while done < n as u64 {
+        let start = Instant::now();
+        for i in 0..256 {
+            item(std::hint::black_box(done + i));
+        }
+        timed += start.elapsed();
+        done += 256;
+        between();
+    }
+    timed.as_nanos() as f64 / done as f64
+}
+
 /// ns per submit on one thread into a batcher whose flusher sleeps (no
 /// time trigger, chunks of 256 below the batch size, capacity 1024): as
 /// the criterion `submit` bench, a `flush` between chunks (untimed)
-/// empties the queue, so every slot is warm; median of `runs`.
-fn submit_parked(runs: usize, n: usize, mode: Option<BarrierMode>) -> f64 {
-    submit_parked_with(runs, n, mode, false)
-}
-
-/// [`submit_parked`] through a `Producer` handle (no thread-local lookup
-/// per submit) if `handle`.
-fn submit_parked_with(runs: usize, n: usize, mode: Option<BarrierMode>, handle: bool) -> f64 {
+/// empties the queue, so every slot is warm; through a `Producer` handle
+/// (no thread-local lookup per submit) if `handle`; median of `runs`.
+fn submit_parked(runs: usize, n: usize, mode: Option<BarrierMode>, handle: bool) -> f64 {
     median(
         (0..runs)
             .map(|_| {
@@ -58,30 +72,15 @@ fn submit_parked_with(runs: usize, n: usize, mode: Option<BarrierMode>, handle: 
                 let batcher = b
                     .build(|batch: &mut Vec<u64>, _: &BatchInfo| batch.clear())
                     .unwrap();
-                let mut producer = handle.then(|| batcher.producer());
-                let mut timed = Duration::ZERO;
-                let mut done = 0u64;
-                while done < n as u64 {
-                    let start = Instant::now();
-                    match producer.as_mut() {
-                        Some(p) => {
-                            for i in 0..256 {
-                                p.submit(std::hint::black_box(done + i)).unwrap();
-                            }
-                        }
-                        None => {
-                            for i in 0..256 {
-                                batcher.submit(std::hint::black_box(done + i)).unwrap();
-                            }
-                        }
-                    }
-                    timed += start.elapsed();
-                    done += 256;
-                    batcher.flush().unwrap();
-                }
-                drop(producer);
+                let flush = || batcher.flush().unwrap();
+                let ns = if handle {
+                    let mut p = batcher.producer();
+                    chunked(n, |x| p.submit(x).unwrap(), flush)
+                } else {
+                    chunked(n, |x| batcher.submit(x).unwrap(), flush)
+                };
                 batcher.shutdown();
-                timed.as_nanos() as f64 / done as f64
+                ns
             })
             .collect(),
     )
@@ -101,18 +100,11 @@ fn submit_polled(runs: usize, n: usize) -> f64 {
                     .max_delay(Duration::MAX)
                     .build_with_flusher(|batch: &mut Vec<u64>, _: &BatchInfo| batch.clear())
                     .unwrap();
-                let mut timed = Duration::ZERO;
-                let mut done = 0u64;
-                while done < n as u64 {
-                    let start = Instant::now();
-                    for i in 0..256 {
-                        batcher.submit(std::hint::black_box(done + i)).unwrap();
-                    }
-                    timed += start.elapsed();
-                    done += 256;
-                    let polled = flusher.poll();
-                    assert_eq!(polled.items, 256, "one poll dispatches the chunk");
-                }
+                let ns = chunked(
+                    n,
+                    |x| batcher.submit(x).unwrap(),
+                    || assert_eq!(flusher.poll().items, 256, "one poll dispatches the chunk"),
+                );
                 batcher.close();
                 let t = Instant::now();
                 while flusher.poll().state != microbatch::PollState::Closed {
@@ -121,7 +113,7 @@ fn submit_polled(runs: usize, n: usize) -> f64 {
                         "the drain did not end"
                     );
                 }
-                timed.as_nanos() as f64 / done as f64
+                ns
             })
             .collect(),
     )
@@ -133,18 +125,7 @@ fn array_queue_push(runs: usize, n: usize) -> f64 {
         (0..runs)
             .map(|_| {
                 let q = ArrayQueue::new(1024);
-                let mut timed = Duration::ZERO;
-                let mut done = 0u64;
-                while done < n as u64 {
-                    let start = Instant::now();
-                    for i in 0..256 {
-                        q.push(std::hint::black_box(done + i)).unwrap();
-                    }
-                    timed += start.elapsed();
-                    done += 256;
-                    while q.pop().is_some() {}
-                }
-                timed.as_nanos() as f64 / done as f64
+                chunked(n, |x| q.push(x).unwrap(), || while q.pop().is_some() {})
             })
             .collect(),
     )
@@ -362,12 +343,12 @@ fn main() {
         many.push(m);
         let n = if full { 1 << 14 } else { 1 << 10 };
         let a = [
-            submit_parked(runs, n, Some(BarrierMode::Auto)),
-            submit_parked(runs, n, Some(BarrierMode::Fence)),
-            submit_parked(runs, n, None),
+            submit_parked(runs, n, Some(BarrierMode::Auto), false),
+            submit_parked(runs, n, Some(BarrierMode::Fence), false),
+            submit_parked(runs, n, None, false),
             array_queue_push(runs, n),
             submit_polled(runs, n),
-            submit_parked_with(runs, n, Some(BarrierMode::Auto), true),
+            submit_parked(runs, n, Some(BarrierMode::Auto), true),
         ];
         println!(
             "round {r} submit alone, flusher parked: lane {:.2} lane-fence {:.2} shard {:.2} ArrayQueue::push {:.2} | lane, polled on the same thread {:.2} | lane, Producer handle {:.2}",
