@@ -51,6 +51,7 @@
 //! `.ci/layers.py` checks that no other file calls either.
 
 use crate::sync::Ordering;
+use crossbeam_utils::CachePadded;
 // Plain counters, not modelled under loom: nothing is ordered by them, and
 // a modelled RMW per park would multiply the interleavings explored.
 use std::sync::atomic::AtomicU64;
@@ -68,7 +69,17 @@ pub(crate) enum Mode {
 /// One batcher's barrier: its mode and how often the heavy side ran.
 #[derive(Debug)]
 pub(crate) struct Barrier {
+    /// Read by every lane submit (`light`).
     mode: Mode,
+    /// Written at every park: on a line of their own, so a park does not
+    /// take the line holding `mode` (and whatever `Shared` packs beside
+    /// it: `id`, read by every submit) away from the producers.
+    counts: CachePadded<Counts>,
+}
+
+/// How often the heavy side ran, and how often the kernel refused it.
+#[derive(Debug)]
+struct Counts {
     heavy_calls: AtomicU64,
     failures: AtomicU64,
 }
@@ -84,8 +95,10 @@ impl Barrier {
         };
         Barrier {
             mode,
-            heavy_calls: AtomicU64::new(0),
-            failures: AtomicU64::new(0),
+            counts: CachePadded::new(Counts {
+                heavy_calls: AtomicU64::new(0),
+                failures: AtomicU64::new(0),
+            }),
         }
     }
 
@@ -111,12 +124,14 @@ impl Barrier {
     /// only possible after a sandbox tightened since `build()`).
     #[cold]
     pub(crate) fn heavy(&self) -> bool {
-        self.heavy_calls
+        self.counts
+            .heavy_calls
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         crate::sync::fence(Ordering::SeqCst);
         #[cfg(not(loom))]
         if self.mode == Mode::Asymmetric && !sys::heavy() {
-            self.failures
+            self.counts
+                .failures
                 .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             return false;
         }
@@ -125,12 +140,16 @@ impl Barrier {
 
     /// Heavy barriers run so far.
     pub(crate) fn heavy_calls(&self) -> u64 {
-        self.heavy_calls.load(std::sync::atomic::Ordering::Relaxed)
+        self.counts
+            .heavy_calls
+            .load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// Heavy barriers the kernel refused.
     pub(crate) fn failures(&self) -> u64 {
-        self.failures.load(std::sync::atomic::Ordering::Relaxed)
+        self.counts
+            .failures
+            .load(std::sync::atomic::Ordering::Relaxed)
     }
 }
 
