@@ -9,6 +9,7 @@ and target/latency-cdf.csv (written by the latency bench), and writes
 bench/charts/throughput.svg (ns per item against the peers, per group) and
 bench/charts/latency.svg (the latency CDF per adapter at one period). Each
 chart names the machine, the rustc version and the commit it was made on.
+`python3 bench/charts.py throughput` (or `latency`) draws one chart only.
 Plain SVG from the standard library: nothing to install.
 """
 import csv, json, math, os, subprocess, sys
@@ -123,8 +124,16 @@ def latency_chart(period="5µs"):
 
 
 if __name__ == "__main__":
+    charts = {"throughput": throughput_chart, "latency": latency_chart}
+    wanted = sys.argv[1:] or list(charts)
+    unknown = [w for w in wanted if w not in charts]
+    if unknown:
+        sys.exit(f"charts.py: no chart {', '.join(unknown)} (choose from {', '.join(charts)})")
     os.makedirs(OUT, exist_ok=True)
-    for name, svg in [("throughput.svg", throughput_chart()), ("latency.svg", latency_chart())]:
+    # Every chart drawn before any file is written: each names the commit,
+    # and a file half-written would mark the tree dirty in the next one.
+    drawn = [(f"{w}.svg", charts[w]()) for w in wanted]
+    for name, svg in drawn:
         with open(os.path.join(OUT, name), "w") as f:
             f.write(svg + "\n")
         print(f"wrote bench/charts/{name}")
