@@ -71,9 +71,9 @@ pub(crate) enum Mode {
 pub(crate) struct Barrier {
     /// Read by every lane submit (`light`).
     mode: Mode,
-    /// Written at every park: on a line of their own, so a park does not
-    /// take the line holding `mode` (and whatever `Shared` packs beside
-    /// it: `id`, read by every submit) away from the producers.
+    /// Written at every park (and by `close`): on a line of their own, so
+    /// a park does not take the line holding `mode`, or any field `Shared`
+    /// would pack beside it, away from the producers.
     counts: CachePadded<Counts>,
 }
 
